@@ -1,0 +1,119 @@
+"""The one JSONL reader/writer, atomic file writes, and content hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+class JsonlLineError(ValueError):
+    """A line of a JSONL file that is not a JSON object."""
+
+    def __init__(self, path: Path, line_no: int, raw: str, reason: str) -> None:
+        super().__init__(f"{path}:{line_no}: {reason}")
+        self.path, self.line_no, self.raw, self.reason = path, line_no, raw, reason
+
+
+def iter_jsonl(path: str | Path, *, strict: bool = True) -> Iterator[tuple[int, dict[str, Any] | JsonlLineError]]:
+    """Yield (line number, object) for each non-blank line.
+
+    strict=True raises on the first bad line; strict=False yields the JsonlLineError instead so
+    the caller can quarantine it and go on.
+    """
+    path = Path(path)
+    with path.open("r", encoding="utf-8", errors="surrogateescape") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+                reason = None if isinstance(obj, dict) else f"expected a JSON object, got {type(obj).__name__}"
+            except json.JSONDecodeError as exc:
+                obj, reason = None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+            if reason is None:
+                yield line_no, obj
+                continue
+            err = JsonlLineError(path, line_no, raw.rstrip("\n"), reason)
+            if strict:
+                raise err
+            yield line_no, err
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file whose every line must be a JSON object."""
+    return [obj for _, obj in iter_jsonl(path, strict=True)]  # type: ignore[misc]
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows atomically (temp file + rename) so a crash never leaves half a file. Returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with atomic_open(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+            fh.write("\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=2, sort_keys=False)
+        fh.write("\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as fh:
+        fh.write(text)
+
+
+class atomic_open:  # noqa: N801 - used like open()
+    """Context manager: write to a temp file beside `path`, then rename over it on success."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self):
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self.fh = os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape")
+        return self.fh
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.fh.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            os.unlink(self.tmp)
+
+
+def text_hash(*parts: str, length: int = 16) -> str:
+    """Stable short hash of text parts (used for row ids and cache keys)."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part.encode("utf-8", errors="surrogateescape"))
+        h.update(b"\x1f")
+    return h.hexdigest()[:length]
+
+
+def file_hash(path: str | Path) -> str:
+    """Content hash of a file, or of every file below a directory (names included)."""
+    path = Path(path)
+    h = hashlib.blake2b(digest_size=16)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
