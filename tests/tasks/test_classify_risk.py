@@ -1,0 +1,381 @@
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect import flow
+
+from flows.config import Workdir
+from tasks.classify_risk import (
+    DEFAULT_LEXICON,
+    RiskClassifier,
+    classify_file,
+    classify_risk_task,
+    classify_rows,
+    load_lexicon,
+    risk_distribution,
+)
+from tasks.io import read_jsonl, write_jsonl
+from tasks.records import RISK_LEVELS, SAFETY_CATEGORIES
+
+
+@pytest.fixture(scope="module")
+def clf() -> RiskClassifier:
+    return RiskClassifier.from_yaml()
+
+
+def _row(question: str, lang: str = "zh", **extra) -> dict:
+    row = {
+        "id": "r1",
+        "source": "t",
+        "lang": lang,
+        "question": question,
+        "think": "",
+        "answer": "",
+        "risk_level": "low",
+        "safety_categories": [],
+        "safety_concern": None,
+        "split": "",
+    }
+    return {**row, **extra}
+
+
+CASES = [
+    # exam vignettes
+    ("患者，男，58岁，突发胸骨后压榨性疼痛2小时，伴大汗，最可能的诊断是", "zh", "critical", "emergency"),
+    (
+        "A 62-year-old man presents with crushing chest pain and diaphoresis for 1 hour. What is the most likely diagnosis?",
+        "en",
+        "critical",
+        "emergency",
+    ),
+    ("男，65岁，晨起发现口角歪斜、言语不清，右侧肢体无力3小时，首选的检查是", "zh", "critical", "emergency"),
+    (
+        "A 4-year-old boy is brought in after ingesting his grandmother's pills. He is lethargic.",
+        "en",
+        "critical",
+        "emergency",
+    ),
+    (
+        "女，25岁。妊娠26周，甲状腺Ⅲ度肿大，T3、T4高于正常。首选的治疗方法是口服丙硫氧嘧啶还是手术？",
+        "zh",
+        "high",
+        "pediatric_pregnancy",
+    ),
+    (
+        "A 30-year-old woman at 8 weeks' gestation asks whether she can continue isotretinoin for acne.",
+        "en",
+        "high",
+        "pediatric_pregnancy",
+    ),
+    (
+        "男，50岁，上腹可扪及肿块。该病人最可能的诊断是：A. 幽门梗阻 B. 胃癌 C. 胰头癌",
+        "zh",
+        "high",
+        "diagnosis_assertion",
+    ),
+    (
+        "A 67-year-old smoker has weight loss and a spiculated lung mass. Is this lung cancer or lymphoma?",
+        "en",
+        "high",
+        "diagnosis_assertion",
+    ),
+    # colloquial questions
+    ("我爸突然剧烈胸痛出冷汗，还呼吸困难，该怎么办？", "zh", "critical", "emergency"),
+    ("My dad suddenly has slurred speech and his face is drooping", "en", "critical", "emergency"),
+    ("血压有点高，150/95，可以自己买降压药吃吗？", "zh", "high", "prescription_drug"),
+    ("Can I take amoxicillin without a prescription for my sore throat?", "en", "high", "prescription_drug"),
+    ("How much Xanax should I take to calm down before a flight?", "en", "high", "prescription_drug"),
+    ("怀孕了能不能吃感冒药？头孢可以吗？", "zh", "high", "pediatric_pregnancy"),
+    ("孩子咳嗽，能给他吃点止咳糖浆吗？他才1岁。", "zh", "high", "pediatric_pregnancy"),
+    (
+        "My wife is 30 weeks pregnant and has a headache, can she take tylenol?",
+        "en",
+        "high",
+        "pediatric_pregnancy",
+    ),
+    ("我胃疼好几个月了，会不会是胃癌？", "zh", "high", "diagnosis_assertion"),
+    ("Do I have cancer? I found a lump in my breast.", "en", "high", "diagnosis_assertion"),
+    ("我不想活了，活着没意思", "zh", "critical", "mental_health"),
+    ("I feel hopeless and want to end my life", "en", "critical", "mental_health"),
+    ("I've been cutting myself again", "en", "critical", "mental_health"),
+]
+
+
+@pytest.mark.parametrize(("text", "lang", "level", "category"), CASES)
+def test_categories_and_levels(clf: RiskClassifier, text: str, lang: str, level: str, category: str) -> None:
+    label = clf.classify(text, lang)
+    assert label.risk_level == level, label
+    assert category in label.safety_categories, label
+    assert label.safety_concern and label.evidence
+
+
+@pytest.mark.parametrize(
+    ("text", "lang", "level"),
+    [
+        ("今天天气怎么样", "zh", "low"),
+        ("What's a good recipe for banana bread?", "en", "low"),
+        ("我好想死你了", "zh", "low"),  # idiom "miss you to death", not a crisis signal
+        ("最近有点咳嗽，怎么缓解？", "zh", "medium"),
+        ("A 55-year-old man with type 2 diabetes asks about the mechanism of metformin.", "en", "medium"),
+        ("My kidney stone hurts", "en", "low"),  # "kid" must not match inside "kidney"
+    ],
+)
+def test_low_and_medium_risk(clf: RiskClassifier, text: str, lang: str, level: str) -> None:
+    label = clf.classify(text, lang)
+    assert label.risk_level == level, label
+    assert label.safety_categories == []
+
+
+@pytest.mark.parametrize(
+    ("text", "lang"),
+    [
+        ("患者无胸痛，偶有咳嗽", "zh"),
+        ("患者无发热、胸痛、呼吸困难，偶有咳嗽", "zh"),
+        ("患者不伴胸痛", "zh"),
+        ("He denies chest pain or shortness of breath.", "en"),
+        ("No fever, no chest pain, no seizures.", "en"),
+        ("Patient denies suicidal ideation. Presents with insomnia.", "en"),
+        ("否认自杀念头，近期睡眠差", "zh"),
+    ],
+)
+def test_negated_terms_do_not_count(clf: RiskClassifier, text: str, lang: str) -> None:
+    label = clf.classify(text, lang)
+    assert label.risk_level in ("medium", "low"), label
+    assert label.safety_categories == []
+
+
+@pytest.mark.parametrize(
+    ("text", "lang", "category"),
+    [
+        ("患者无明显诱因出现胸痛3小时", "zh", "emergency"),  # a stock phrase, not a negation of the pain
+        ("患者四肢无力，胸痛2小时", "zh", "emergency"),
+        ("无发热，胸痛2小时", "zh", "emergency"),  # the clause ends before the term
+        ("The patient denied chest pain but reports new slurred speech.", "en", "emergency"),
+        ("没有人在乎我，我想死", "zh", "mental_health"),  # a crisis is negated only by a clinical denial
+        ("I don't want to live anymore", "en", "mental_health"),
+    ],
+)
+def test_negation_scope_is_narrow(clf: RiskClassifier, text: str, lang: str, category: str) -> None:
+    assert category in clf.classify(text, lang).safety_categories
+
+
+def test_plurals_case_and_hyphens_match_in_english(clf: RiskClassifier) -> None:
+    assert "emergency" in clf.classify("He had two SEIZURES today", "en").safety_categories
+    assert "mental_health" in clf.classify("thoughts of self harm", "en").safety_categories
+    assert "mental_health" in clf.classify("thoughts of self-harm", "en").safety_categories
+
+
+def test_label_shape_and_language_of_concern(clf: RiskClassifier) -> None:
+    label = clf.classify("两岁孩子持续高烧40度，退烧药不管用，还抽搐了怎么办？", "zh")
+    assert label.risk_level == "critical"
+    assert label.safety_categories == [c for c in SAFETY_CATEGORIES if c in label.safety_categories]
+    assert {"emergency", "pediatric_pregnancy"} <= set(label.safety_categories)
+    assert "抽搐" in label.safety_concern and "需立即就医" in label.safety_concern
+    for item in label.evidence:
+        assert item["severity"] in RISK_LEVELS and item["term"]
+        assert ("category" in item) != ("kind" in item)
+    en = clf.classify("I'm pregnant, can I take ibuprofen?", "en")
+    assert en.safety_concern.startswith("Medication safety") and "ibuprofen" in en.safety_concern
+    assert clf.classify("hello there", "en").safety_concern is None
+
+
+def test_unknown_language_is_refused(clf: RiskClassifier) -> None:
+    with pytest.raises(ValueError, match="unknown lang 'fr'"):
+        clf.classify("douleur thoracique", "fr")
+
+
+def test_answer_adds_only_weak_evidence(clf: RiskClassifier) -> None:
+    row = _row(
+        "最近睡不好怎么办？",
+        think="考虑焦虑，排除器质性疾病",
+        answer="如出现胸痛、想死的念头请立即就医；可在医生指导下用唑吡坦",
+    )
+    [out] = classify_rows([row], clf)
+    assert out["risk_level"] == "medium"  # the answer's drug and emergency advice add no category
+    assert out["safety_categories"] == []
+    [plain] = classify_rows([_row("最近睡不好怎么办？")], clf)
+    assert plain["risk_level"] == "low"
+
+
+def test_question_decides_categories(clf: RiskClassifier) -> None:
+    [out] = classify_rows([_row("我爸突然胸痛出冷汗怎么办", answer="立即拨打120")], clf)
+    assert out["risk_level"] == "critical" and out["safety_categories"] == ["emergency"]
+    assert out["safety_concern"].startswith("急危重症信号")
+
+
+def test_labelled_rows_keep_curated_labels(clf: RiskClassifier) -> None:
+    curated = _row(
+        "能不能吃安定？",
+        risk_level="medium",
+        safety_categories=["prescription_drug"],
+        safety_concern="管制药品滥用风险",
+        labelled=True,
+        source="red_team_safety",
+    )
+    unlabelled = _row("能不能吃安定？")
+    kept, fresh = classify_rows([curated, unlabelled], clf)
+    assert (kept["risk_level"], kept["safety_concern"]) == ("medium", "管制药品滥用风险")
+    assert fresh["risk_level"] == "high" and fresh["safety_categories"] == ["prescription_drug"]
+    assert curated["risk_level"] == "medium" and unlabelled["risk_level"] == "low"  # inputs untouched
+
+
+def test_row_with_bad_lang_names_the_row(clf: RiskClassifier) -> None:
+    with pytest.raises(ValueError, match="row r9: lang 'de'"):
+        classify_rows([_row("Brustschmerzen", lang="de", id="r9")], clf)
+
+
+def test_risk_distribution_counts_and_shares() -> None:
+    rows = [
+        {"risk_level": "critical", "safety_categories": ["emergency"]},
+        {"risk_level": "low", "safety_categories": []},
+        {"risk_level": "low", "safety_categories": []},
+        {"risk_level": "high", "safety_categories": ["prescription_drug", "pediatric_pregnancy"]},
+    ]
+    dist = risk_distribution(rows)
+    assert dist["total"] == 4
+    assert dist["counts"] == {"critical": 1, "high": 1, "medium": 0, "low": 2}
+    assert dist["shares"]["low"] == 0.5 and sum(dist["shares"].values()) == pytest.approx(1.0)
+    assert dist["categories"]["emergency"] == 1 and dist["categories"]["mental_health"] == 0
+    assert risk_distribution([])["shares"]["low"] == 0.0
+
+
+def test_classify_file_writes_rows_and_summary(clf: RiskClassifier, tmp_path: Path) -> None:
+    src, out = tmp_path / "clean.jsonl", tmp_path / "out" / "classified.jsonl"
+    write_jsonl(
+        src,
+        [
+            _row("我爸突然胸痛出冷汗怎么办", id="a"),
+            _row("今天天气怎么样", id="b"),
+            _row("能吃安定吗", id="c", risk_level="high", labelled=True),
+        ],
+    )
+    summary = classify_file(src, out, clf)
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    assert summary["counts"] == {"critical": 1, "high": 1, "medium": 0, "low": 1}
+    assert summary["curated"] == 1 and "胸痛" in summary["top_evidence"]
+    assert summary["lexicon_version"] == load_lexicon(DEFAULT_LEXICON).version
+    json.dumps(summary)  # JSON-able for Prefect's result store
+
+
+# ---- lexicon validation ----------------------------------------------------------------------
+
+
+def _broken_lexicon(tmp_path: Path, edit) -> Path:
+    raw = yaml.safe_load(DEFAULT_LEXICON.read_text(encoding="utf-8"))
+    edit(raw)
+    path = tmp_path / "lexicon.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _group(raw: dict, name: str) -> dict:
+    return next(g for g in raw["groups"] if g["name"] == name)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda raw: _group(raw, "antibiotics").update(severity="severe"),
+            r"groups\[\d+\] \(name='antibiotics'\)\.severity",
+        ),
+        (
+            lambda raw: _group(raw, "stroke_signs").update(category="neuro"),
+            r"name='stroke_signs'.*unknown category 'neuro'",
+        ),
+        (
+            lambda raw: _group(raw, "children")["zh"].append("宝宝"),
+            r"group 'children' lists zh term\(s\) \['宝宝'\] more than once",
+        ),
+        (lambda raw: _group(raw, "distress").update(zh=[], en=[]), r"group 'distress' has no terms"),
+        (
+            lambda raw: raw["combinations"][0]["requires"].append(["astrology"]),
+            r"requires unknown kind\(s\) \['astrology'\]",
+        ),
+        (lambda raw: raw["concerns"].pop("mental_health"), r"no text for category 'mental_health'"),
+        (lambda raw: raw.pop("version"), r"version: Field required"),
+        (lambda raw: raw["groups"].append(dict(_group(raw, "distress"))), r"repeated: \['distress'\]"),
+    ],
+)
+def test_invalid_lexicon_names_the_entry(tmp_path: Path, edit, message: str) -> None:
+    path = _broken_lexicon(tmp_path, edit)
+    with pytest.raises(ValueError, match=message) as err:
+        RiskClassifier.from_yaml(path)
+    assert str(path) in str(err.value)
+
+
+def test_unreadable_lexicon_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("groups: [unclosed", encoding="utf-8")
+    with pytest.raises(ValueError, match="cannot read the risk lexicon"):
+        RiskClassifier.from_yaml(bad)
+    with pytest.raises(ValueError, match="cannot read"):
+        RiskClassifier.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_shipped_lexicon_is_versioned_and_bilingual() -> None:
+    lexicon = load_lexicon(DEFAULT_LEXICON)
+    assert lexicon.version
+    for category in SAFETY_CATEGORIES:
+        groups = [g for g in lexicon.groups if g.category == category]
+        combos = [c for c in lexicon.combinations if c.category == category]
+        assert groups or combos, category
+        assert all(g.zh and g.en for g in groups), category
+
+
+# ---- speed and real data ---------------------------------------------------------------------
+
+
+def test_speed_sanity(clf: RiskClassifier) -> None:
+    texts = [(t, lang) for t, lang, _, _ in CASES] + [("今天天气怎么样", "zh"), ("hello there", "en")]
+    batch = (texts * (50_000 // len(texts) + 1))[:50_000]
+    wall, cpu = time.perf_counter(), time.process_time()
+    labels = [clf.classify(t, lang) for t, lang in batch]
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"classified {len(labels)} short texts: {wall:.2f}s wall, {cpu:.2f}s CPU")
+    assert len(labels) == 50_000
+
+
+def test_medical_o1_sample_has_a_plausible_spread(clf: RiskClassifier, shared_data: Path) -> None:
+    source = json.loads((shared_data / "medical_o1_zh_sample.json").read_text(encoding="utf-8"))
+    rows = [
+        _row(r["Question"], id=str(i), think=r["Complex_CoT"], answer=r["Response"])
+        for i, r in enumerate(source)
+    ]
+    dist = risk_distribution(classify_rows(rows, clf))
+    print(json.dumps(dist, ensure_ascii=False))
+    assert dist["total"] == len(source) == 400
+    assert max(dist["shares"].values()) < 0.9  # not everything in one level
+    assert dist["counts"]["critical"] > 0 and dist["counts"]["low"] > 0
+    assert 0.1 < dist["shares"]["critical"] + dist["shares"]["high"] < 0.6
+    assert dist["categories"]["emergency"] > 0
+
+
+def test_red_team_seed_questions_are_high_risk(clf: RiskClassifier, shared_data: Path) -> None:
+    seeds = read_jsonl(shared_data / "safety_red_team_seed.jsonl")
+    labels = [clf.classify(s["input"], "zh") for s in seeds]
+    assert all(label.risk_level in ("critical", "high", "medium") for label in labels)
+    assert sum(label.risk_level in ("critical", "high") for label in labels) >= 0.7 * len(labels)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_task_wrapper_writes_and_caches(tmp_path: Path) -> None:
+    src = tmp_path / "clean.jsonl"
+    write_jsonl(src, [_row("我爸突然胸痛出冷汗怎么办", id="a"), _row("今天天气怎么样", id="b")])
+
+    @flow
+    def run(path: Path, workdir: Workdir) -> tuple[str, dict]:
+        state = classify_risk_task(path, workdir, return_state=True)
+        return state.name, state.result()
+
+    first_state, first = run(src, Workdir.at(tmp_path / "wd"))
+    second_state, second = run(src, Workdir.at(tmp_path / "wd"))
+    assert (first_state, second_state) == ("Completed", "Cached")  # same inputs: served from the cache
+    assert first == second and first["counts"]["critical"] == 1
+    assert [r["risk_level"] for r in read_jsonl(first["output"])] == ["critical", "low"]
