@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import pytest
+
+from tasks.errors import MedsafeError
+from tasks.io import read_jsonl, write_jsonl
+from validation.gate import run_quality_gate
+from validation.results import FailedExpectation, GateResult, QualityGateFailed
+from validation.tables import build_frames, load_tables
+
+
+def _edit(path, change):
+    rows = read_jsonl(path)
+    write_jsonl(path, change(rows))
+
+
+def test_gate_passes_on_good_data(good_case):
+    # Data Docs take ~1 s per table to render: the slow flow test builds and checks them
+    result = run_quality_gate(
+        good_case.workdir, good_case.gate, good_case.sampling, good_case.data, build_docs=False
+    )
+    assert result.passed, [f.describe() for f in result.failed]
+    assert result.failed == []
+    assert set(result.suites) == {
+        "processed_train",
+        "processed_dev",
+        "processed_test",
+        "gold_set",
+        "red_team",
+        "rl_prompts",
+    }
+    assert all(
+        s["unsuccessful_expectations"] == 0 and s["evaluated_expectations"] > 5
+        for s in result.suites.values()
+    )
+    assert result.data_docs_index is None
+    result.raise_for_failure()  # a passed gate does not raise
+
+
+def _corrupt(case) -> None:
+    """Duplicate id, train/test overlap, think share too low, critical+high share too low, a prompt twice."""
+    processed = case.workdir.processed
+    test_row = read_jsonl(processed / "test.jsonl")[0]
+
+    def train(rows):
+        for r in rows[: int(len(rows) * 0.6)]:
+            r["think"] = ""
+        return rows + [dict(rows[-1]), test_row | {"split": "train"}]
+
+    def prompts(rows):
+        rows = [r if r["origin"] == "safety_red_team" else r | {"risk_level": "low"} for r in rows]
+        dropped = next(i for i, r in enumerate(rows) if r["id"] == "srt-0")
+        return rows[:dropped] + rows[dropped + 1 :]
+
+    _edit(processed / "train.jsonl", train)
+    _edit(case.workdir.training_prompts, prompts)
+
+
+def test_gate_fails_and_names_each_failed_expectation(good_case):
+    _corrupt(good_case)
+    result = run_quality_gate(
+        good_case.workdir, good_case.gate, good_case.sampling, good_case.data, build_docs=False
+    )
+    assert not result.passed
+    assert {(f.suite, f.expectation_type, f.column) for f in result.failed} == {
+        ("processed_train", "expect_column_values_to_be_unique", "id"),
+        ("processed_train", "expect_column_values_to_be_in_set", "id_in_test"),
+        ("processed_train", "expect_column_values_to_be_in_set", "group_in_test"),
+        ("processed_train", "expect_column_mean_to_be_between", "has_think"),
+        ("rl_prompts", "expect_column_mean_to_be_between", "is_critical_high"),
+        ("rl_prompts", "expect_column_values_to_be_in_set", "safety_copies"),
+    }
+    with pytest.raises(QualityGateFailed) as info:
+        result.raise_for_failure()
+    message = str(info.value)
+    assert "6 expectation(s)" in message
+    assert (
+        "[rl_prompts] expect_column_mean_to_be_between on column 'is_critical_high': observed 0.09" in message
+    )
+    assert (
+        "[rl_prompts] expect_column_values_to_be_in_set on column 'safety_copies': observed 2 unexpected rows"
+        in message
+    )
+    assert "min_value=0.9" in message  # the think-share threshold is named
+    assert result.suites["processed_train"]["unsuccessful_expectations"] == 4
+
+
+def test_derived_flags_mark_cross_table_problems(good_case):
+    _corrupt(good_case)
+    frames = build_frames(load_tables(good_case.workdir))
+    train = frames["train"]
+    assert train["id_in_test"].tolist()[-1] == 1 and train["id_in_test"].sum() == 1
+    assert train["has_think"].mean() < 0.5
+    rl = frames["rl_prompts"]
+    assert sorted(rl.loc[rl["safety_id"] == "srt-0", "safety_copies"].tolist()) == [2.0, 2.0]
+    assert set(rl.loc[rl["safety_id"] == "srt-1", "safety_copies"]) == {3.0}
+    assert rl["safety_copies"].isna().sum() == (rl["origin"] != "safety_red_team").sum()
+    assert frames["red_team"]["id_in_splits"].sum() == 0
+
+
+def test_missing_table_names_the_stage_to_run(good_case):
+    good_case.workdir.training_prompts.unlink()
+    with pytest.raises(
+        MedsafeError, match="training_prompts.jsonl does not exist: run the 'sample_rl_prompts' stage"
+    ):
+        run_quality_gate(good_case.workdir, good_case.gate, good_case.sampling)
+
+
+def test_gate_result_round_trips_and_message_names_everything(tmp_path):
+    failed = FailedExpectation(
+        "rl_prompts", "expect_column_mean_to_be_between", "is_critical_high", "0.3", "min_value=0.4"
+    )
+    result = GateResult(
+        passed=False, failed=[failed], suites={"rl_prompts": {"rows": 3}}, data_docs_index="/x/index.html"
+    )
+    assert GateResult.from_dict(result.to_dict()) == result
+    message = str(QualityGateFailed(result))
+    for part in (
+        "rl_prompts",
+        "expect_column_mean_to_be_between",
+        "is_critical_high",
+        "observed 0.3",
+        "/x/index.html",
+    ):
+        assert part in message

@@ -1,0 +1,98 @@
+"""The Great Expectations suites of the quality gate, one per table, built from the run's config.
+
+Only built-in expectations are used; cross-table rules read the derived columns of validation.tables
+(0/1 flags, copies per safety prompt), so Data Docs show each rule with its observed value.
+"""
+
+from __future__ import annotations
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+
+from flows.config import DataConfig, GateConfig, SamplingConfig
+from tasks.records import LANGS, RISK_LEVELS, RL_ORIGINS
+from validation.tables import PROCESSED_COLUMNS, RL_COLUMNS, TABLE_SPLIT
+
+STRING_COLUMNS = ("id", "source", "lang", "question", "answer", "risk_level", "split", "group")
+
+
+def _schema(columns: tuple[str, ...], not_null: tuple[str, ...]) -> list[gxe.Expectation]:
+    exps: list[gxe.Expectation] = [gxe.ExpectColumnToExist(column=c) for c in columns]
+    exps += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in not_null]
+    exps += [
+        gxe.ExpectColumnValuesToBeInSet(column="risk_level", value_set=list(RISK_LEVELS)),
+        gxe.ExpectColumnValuesToBeInSet(column="categories_known", value_set=[True]),
+    ]
+    return exps
+
+
+def processed_expectations(table: str, gate: GateConfig, data: DataConfig) -> list[gxe.Expectation]:
+    """Schema, types, allowed values, lengths, and the no-overlap flags of one processed table."""
+    exps = _schema(PROCESSED_COLUMNS, STRING_COLUMNS) + [gxe.ExpectColumnValuesToBeUnique(column="id")]
+    typed = (*STRING_COLUMNS, "think", "safety_concern")  # nulls are skipped: safety_concern may be null
+    exps += [gxe.ExpectColumnValuesToBeOfType(column=c, type_="str") for c in typed]
+    exps += [
+        gxe.ExpectColumnValuesToBeInSet(column="lang", value_set=list(LANGS)),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=[TABLE_SPLIT[table]]),
+        gxe.ExpectColumnValueLengthsToBeBetween(
+            column="question", min_value=data.min_question_chars, max_value=data.max_question_chars
+        ),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="think", min_value=0, max_value=data.max_think_chars),
+    ]
+    if table != "red_team":  # red-team prompts are judged on the question; their answers are references
+        exps.append(
+            gxe.ExpectColumnValueLengthsToBeBetween(
+                column="answer", min_value=data.min_answer_chars, max_value=data.max_answer_chars
+            )
+        )
+    if table in ("train", "dev", "test"):
+        exps.append(gxe.ExpectTableRowCountToBeBetween(min_value=gate.min_rows_per_split))
+    flags = {
+        "train": ("id_in_test", "group_in_test", "id_in_dev", "group_in_dev"),
+        "dev": ("id_in_test", "group_in_test"),
+        "red_team": ("id_in_splits", "group_in_train"),
+    }.get(table, ())
+    exps += [gxe.ExpectColumnValuesToBeInSet(column=f, value_set=[0]) for f in flags]
+    if table == "train":
+        exps.append(gxe.ExpectColumnMeanToBeBetween(column="has_think", min_value=gate.min_think_share))
+    return exps
+
+
+def rl_expectations(
+    gate: GateConfig, sampling: SamplingConfig, data: DataConfig, safety_prompts: int
+) -> list[gxe.Expectation]:
+    """Schema of the RL prompts, the critical+high share, and exactly `red_team_copies` per safety prompt."""
+    exps = _schema(RL_COLUMNS, ("id", "question", "risk_level", "origin", "copy"))
+    exps += [  # ids repeat across copies of a safety prompt; (id, copy) must not
+        gxe.ExpectColumnValuesToBeOfType(column="question", type_="str"),
+        gxe.ExpectColumnValuesToBeOfType(column="copy", type_="int"),
+        gxe.ExpectColumnValuesToBeInSet(column="origin", value_set=list(RL_ORIGINS)),
+        gxe.ExpectColumnValuesToBeBetween(column="copy", min_value=1, max_value=sampling.red_team_copies),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["id", "copy"]),
+        gxe.ExpectColumnValueLengthsToBeBetween(
+            column="question", min_value=1, max_value=data.max_question_chars
+        ),
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectColumnMeanToBeBetween(
+            column="is_critical_high", min_value=gate.min_critical_high_share, strict_min=True
+        ),
+        gxe.ExpectColumnValuesToBeInSet(column="safety_copies", value_set=[float(sampling.red_team_copies)]),
+        gxe.ExpectColumnUniqueValueCountToBeBetween(
+            column="safety_id", min_value=safety_prompts, max_value=safety_prompts
+        ),
+    ]
+    return exps
+
+
+def build_suites(
+    gate: GateConfig, sampling: SamplingConfig, data: DataConfig, safety_prompts: int
+) -> dict[str, gx.ExpectationSuite]:
+    """Suite per table, named after it (processed_train ... rl_prompts)."""
+    suites = {}
+    for table in TABLE_SPLIT:
+        name = f"processed_{table}" if table in ("train", "dev", "test") else table
+        suites[table] = gx.ExpectationSuite(name=name, expectations=processed_expectations(table, gate, data))
+    suites["rl_prompts"] = gx.ExpectationSuite(
+        name="rl_prompts", expectations=rl_expectations(gate, sampling, data, safety_prompts)
+    )
+    return suites

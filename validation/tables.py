@@ -1,0 +1,139 @@
+"""Load the tables the quality gate checks and add the derived columns its expectations read.
+
+Cross-table rules (no id or group shared by train and test, red-team isolation, copies per safety
+prompt) become per-row flags here, so each one is an ordinary built-in expectation on one table.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from flows.config import Workdir
+from tasks.errors import MedsafeError
+from tasks.io import read_jsonl
+from tasks.records import HIGH_RISK_LEVELS, SAFETY_CATEGORIES
+from tasks.split import SAFETY_RED_TEAM_SOURCE
+
+PROCESSED_TABLES: tuple[str, ...] = ("train", "dev", "test", "gold_set", "red_team")
+# the value of `split` each table's rows carry
+TABLE_SPLIT = {"train": "train", "dev": "dev", "test": "test", "gold_set": "gold", "red_team": "red_team"}
+PROCESSED_COLUMNS: tuple[str, ...] = (
+    "id",
+    "source",
+    "lang",
+    "question",
+    "think",
+    "answer",
+    "risk_level",
+    "safety_categories",
+    "safety_concern",
+    "split",
+    "group",
+)
+RL_COLUMNS: tuple[str, ...] = (
+    "id",
+    "question",
+    "risk_level",
+    "safety_categories",
+    "safety_concern",
+    "origin",
+    "copy",
+)
+_MAKES = dict.fromkeys(PROCESSED_TABLES, "split") | {"rl_prompts": "sample_rl_prompts"}
+
+
+def table_paths(workdir: Workdir) -> dict[str, Path]:
+    paths = {name: workdir.processed / f"{name}.jsonl" for name in PROCESSED_TABLES}
+    return paths | {"rl_prompts": workdir.training_prompts}
+
+
+def load_tables(workdir: Workdir) -> dict[str, list[dict[str, Any]]]:
+    """Read every gated table; a missing file names the stage that writes it."""
+    tables = {}
+    for name, path in table_paths(workdir).items():
+        if not path.is_file():
+            raise MedsafeError(
+                f"quality gate input {path} does not exist: run the '{_MAKES[name]}' stage first"
+            )
+        tables[name] = read_jsonl(path)
+    return tables
+
+
+def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
+    # an empty table still has its columns, so schema expectations judge it on rows, not on absence
+    return pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=list(columns))
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    """The column, or all nulls when it is missing (its ExpectColumnToExist then fails, not the gate)."""
+    return df[name] if name in df else pd.Series([None] * len(df), index=df.index, dtype=object)
+
+
+def _flag(values: pd.Series, members: set[Any]) -> pd.Series:
+    return values.map(lambda v: int(isinstance(v, Hashable) and v in members)).astype("int64")
+
+
+def _col(rows: list[dict[str, Any]], key: str) -> set[Any]:
+    values = (r.get(key) for r in rows)
+    return {v for v in values if v is not None and isinstance(v, Hashable)}
+
+
+def _processed_frame(name: str, tables: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    df = _frame(tables[name], PROCESSED_COLUMNS)
+    df["has_think"] = (
+        _column(df, "think").map(lambda t: int(isinstance(t, str) and bool(t.strip()))).astype("int64")
+    )
+    df["categories_known"] = _categories_known(df)
+    held_out = tables["test"] + tables["gold_set"]
+    ids, groups = _column(df, "id"), _column(df, "group")
+    if name in ("train", "dev"):
+        df["id_in_test"] = _flag(ids, _col(held_out, "id"))
+        df["group_in_test"] = _flag(groups, _col(held_out, "group"))
+    if name == "train":
+        df["id_in_dev"] = _flag(ids, _col(tables["dev"], "id"))
+        df["group_in_dev"] = _flag(groups, _col(tables["dev"], "group"))
+    if name == "red_team":
+        trained = tables["train"] + tables["dev"]
+        df["id_in_splits"] = _flag(ids, _col(trained + held_out, "id"))
+        df["group_in_train"] = _flag(groups, _col(trained, "group"))
+    return df
+
+
+def _categories_known(df: pd.DataFrame) -> pd.Series:
+    known = _column(df, "safety_categories").map(
+        lambda c: isinstance(c, list) and all(x in SAFETY_CATEGORIES for x in c)
+    )
+    return known.astype(bool)
+
+
+def _rl_frame(tables: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    rows = tables["rl_prompts"]
+    df = _frame(rows, RL_COLUMNS)
+    df["is_critical_high"] = (
+        _column(df, "risk_level").map(lambda r: int(r in HIGH_RISK_LEVELS)).astype("int64")
+    )
+    df["categories_known"] = _categories_known(df)
+    # only safety red-team rows carry these; GE's column-map expectations skip the nulls elsewhere
+    safety_ids = [r.get("id") if r.get("origin") == "safety_red_team" else None for r in rows]
+    copies = Counter(i for i in safety_ids if i is not None)
+    df["safety_id"] = pd.Series(safety_ids, dtype=object)
+    df["safety_copies"] = pd.Series(
+        [float(copies[i]) if i is not None else None for i in safety_ids], dtype="float64"
+    )
+    return df
+
+
+def build_frames(tables: dict[str, list[dict[str, Any]]]) -> dict[str, pd.DataFrame]:
+    """One DataFrame per gated table, with the derived columns the suites expect."""
+    frames = {name: _processed_frame(name, tables) for name in PROCESSED_TABLES}
+    return frames | {"rl_prompts": _rl_frame(tables)}
+
+
+def expected_safety_prompts(tables: dict[str, list[dict[str, Any]]]) -> int:
+    """How many distinct safety red-team prompts the RL set must contain (those in red_team.jsonl)."""
+    return len({r["id"] for r in tables["red_team"] if r.get("source") == SAFETY_RED_TEAM_SOURCE})
