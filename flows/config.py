@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.errors import ProfileError
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 # Shipped inputs (rules, red-team prompts, samples, judge prompt) live in the repository's data/.
@@ -132,7 +134,9 @@ class RLConfig(_Strict):
 
 class EvalConfig(_Strict):
     max_new_tokens: int = 512
-    temperature: float = 0.0
+    temperature: float = Field(0.0, description="0: greedy decoding.")
+    top_p: float = 1.0
+    seed: int = 42
     batch_size: int = 8
     max_test_rows: int | None = Field(200, description="Rows of the test split to evaluate (None: all).")
 
@@ -163,11 +167,14 @@ class Profile(_Strict):
             node = tree
             *parents, leaf = dotted.split(".")
             for key in parents:
-                node = node[key]
-            if leaf not in node:
-                raise KeyError(f"unknown setting {dotted!r}")
+                node = node.get(key) if isinstance(node, dict) else None
+            if not isinstance(node, dict) or leaf not in node:
+                raise ProfileError(f"unknown setting {dotted!r} (see `medsafe profiles --show {self.name}`)")
             node[leaf] = value
-        return Profile.model_validate(tree)
+        try:
+            return Profile.model_validate(tree)
+        except ValidationError as exc:
+            raise ProfileError(f"override {overrides} is invalid:\n{exc}") from None
 
 
 def available_profiles() -> list[str]:
@@ -180,10 +187,13 @@ def load_profile(name_or_path: str = "tiny", overrides: dict[str, Any] | None = 
     if not path.suffix:
         path = PROFILES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown profile {name_or_path!r}; choose one of {', '.join(available_profiles())} or give a YAML path")
+        raise ProfileError(f"unknown profile {name_or_path!r}; choose one of {', '.join(available_profiles())} or give a YAML path")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     raw.setdefault("name", path.stem)
-    profile = Profile.model_validate(raw)
+    try:
+        profile = Profile.model_validate(raw)
+    except ValidationError as exc:
+        raise ProfileError(f"profile {path} is invalid:\n{exc}") from None
     if env_model := os.environ.get("MEDSAFE_BASE_MODEL"):
         profile = profile.with_overrides({"model.base": env_model, "model.tiny": False})
     return profile.with_overrides(overrides) if overrides else profile

@@ -1,0 +1,43 @@
+"""The data sub-flow: download → cleanup → classify_risk → split → sample_rl_prompts → quality_gate → report.
+
+    medsafe data --profile tiny --workdir runs/demo
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows.config import ASSETS_DIR, Workdir, load_profile
+from tasks.classify_risk import classify_risk_task
+from tasks.cleanup import cleanup_task
+from tasks.download import download_task, source_inputs
+from tasks.sample_rl import sample_rl_task
+from tasks.split import split_task
+from validation.gate import quality_gate_task
+from validation.report import data_report_task
+
+SAFETY_RED_TEAM = ASSETS_DIR / "red_team" / "safety_red_team.jsonl"
+RISK_LEXICON = ASSETS_DIR / "rules" / "risk_lexicon.yaml"
+
+
+@flow(name="medsafe-data", log_prints=False)
+def data_flow(profile: str = "tiny", sources: list[str] | None = None, workdir: str = ".") -> dict:
+    """Turn the profile's sources into gated processed splits and RL prompts; raises when the gate fails."""
+    cfg = load_profile(profile, {"data.sources": sources} if sources else None)
+    wd = Workdir.at(workdir)
+
+    raw = download_task(source_inputs(cfg.data.sources), wd, cfg.data)
+    cleaned = cleanup_task(Path(raw["manifest"]), wd, cfg.data)
+    classified = classify_risk_task(Path(cleaned["cleaned"]), wd, RISK_LEXICON)
+    splits = split_task(Path(classified["output"]), SAFETY_RED_TEAM, cfg.data, wd)
+    prompts = sample_rl_task(
+        Path(splits["train"]), Path(splits["red_team"]), Path(splits["gold_set"]), cfg.sampling, wd
+    )
+    gate = quality_gate_task(wd.processed, Path(prompts["output"]), cfg.gate, cfg.sampling, cfg.data, wd)
+    report = data_report_task(
+        wd.processed, Path(prompts["output"]), Path(prompts["report"]), wd.quarantine,
+        Path(gate["result_path"]), cfg.data, cfg.sampling, wd,
+    )
+    return {"profile": cfg.name, "workdir": str(wd.root), "gate_passed": gate["passed"], **report}

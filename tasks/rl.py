@@ -1,0 +1,86 @@
+"""The RL stage: build the reward engine (rules ⊕ teacher) and run PPO (ours) or GRPO (TRL's) on the RL prompts.
+
+The trainers take plain callables; this module owns what they are scored by, so the cache key of the stage
+is data (rules file, reward and teacher settings, whether the teacher is on), never a function object.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from flows.config import ASSETS_DIR, ModelConfig, RewardConfig, RLConfig, TeacherConfig, Workdir
+from tasks.caching import STAGE_CACHE
+from tasks.reward import RewardEngine, SafetyRules
+from tasks.teacher import KEY_ENV, Teacher
+
+SAFETY_RULES = ASSETS_DIR / "rules" / "safety_rules.yaml"
+
+
+def teacher_requested(cfg: TeacherConfig) -> bool:
+    """Whether this run will use the teacher: a cheap check that reads no secret value into the caller."""
+    if cfg.enabled == "off":
+        return False
+    return cfg.enabled == "on" or bool(os.environ.get(KEY_ENV))
+
+
+def build_reward_engine(rules_path: Path, reward_cfg: RewardConfig, teacher_cfg: TeacherConfig, workdir: Workdir) -> RewardEngine:
+    """Rules from YAML plus the teacher when a key is set (None otherwise, logged loudly by Teacher.from_env)."""
+    teacher = Teacher.from_env(teacher_cfg, workdir.teacher_cache)
+    return RewardEngine(SafetyRules.from_yaml(rules_path), reward_cfg, teacher)
+
+
+def breakdown_fn(engine: RewardEngine):  # noqa: ANN201
+    """(questions, responses, metas) -> score rows, for the trainers' per-component logging."""
+
+    def score(questions: list[str], responses: list[str], metas: list[dict]) -> list[dict]:
+        items = [{**m, "question": q, "response": r} for q, r, m in zip(questions, responses, metas, strict=True)]
+        return engine.score_batch(items)
+
+    return score
+
+
+@task(cache_policy=STAGE_CACHE, persist_result=True)
+def base_model_task(model_cfg: ModelConfig, workdir: Workdir) -> str:
+    """Resolve the base model: build the tiny one locally, or find the hub/local one (clear error offline)."""
+    from tasks.modeling import resolve_base_model
+
+    path = resolve_base_model(model_cfg, workdir)
+    get_run_logger().info("base model: %s", path)
+    return path
+
+
+@task(cache_policy=STAGE_CACHE, persist_result=True)
+def rl_task(
+    prompts_path: Path,
+    base_path: Path,
+    sft_adapter: Path,
+    rules_path: Path,
+    rl_cfg: RLConfig,
+    model_cfg: ModelConfig,
+    reward_cfg: RewardConfig,
+    teacher_cfg: TeacherConfig,
+    teacher_on: bool,
+    workdir: Workdir,
+) -> dict[str, Any]:
+    """PPO or GRPO (rl_cfg.algorithm) into <workdir>/models/rl; teacher_on is part of the cache key."""
+    logger = get_run_logger()
+    engine = build_reward_engine(rules_path, reward_cfg, teacher_cfg, workdir)
+    teacher_enabled = engine.teacher is not None
+    if not teacher_enabled:
+        logger.warning("teacher OFF for this RL run: reward = rules only (teacher weight 0); recorded in metadata")
+    if rl_cfg.algorithm == "ppo":
+        from tasks.ppo import train_ppo as train
+    else:
+        from tasks.grpo import train_grpo as train
+    summary = train(
+        prompts_path, base_path, sft_adapter, workdir.rl_checkpoints.parent, rl_cfg, model_cfg,
+        engine.as_reward_fn(), breakdown_fn(engine), metadata={"teacher_enabled": teacher_enabled},
+    )
+    if engine.teacher is not None:
+        engine.teacher.cache.export_jsonl(workdir.rl / "teacher_judgements.jsonl")
+    logger.info("%s finished: %s", rl_cfg.algorithm.upper(), {k: summary.get(k) for k in ("steps", "reward_first", "reward_last")})
+    return {**summary, "algorithm": rl_cfg.algorithm, "teacher_enabled": teacher_enabled}
