@@ -34,11 +34,14 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         items = [_canonical(v) for v in value]
         return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
-    return value
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    # Anything else must not leak a memory address into the key, or no run would ever hit the cache.
+    return {"type": f"{type(value).__module__}.{type(value).__qualname__}"}
 
 
 def inputs_key(inputs: dict[str, Any]) -> str:
-    blob = json.dumps(_canonical(inputs), sort_keys=True, ensure_ascii=False, default=str)
+    blob = json.dumps(_canonical(inputs), sort_keys=True, ensure_ascii=False)
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
