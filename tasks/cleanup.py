@@ -1,0 +1,449 @@
+"""Cleanup stage: map every raw row to the processed schema, normalise it, and set aside what is unusable.
+
+Every input row ends in exactly one place - kept, or quarantined with a reason - and `clean_rows`
+checks that before it returns. Duplicates: exact (same normalised question+answer, i.e. the same id)
+and near (character 5-shingle MinHash + LSH banding, confirmed by exact Jaccard; first row kept).
+
+Groups: rows whose question+answer Jaccard reaches GROUP_THRESHOLD (0.6, deliberately below the
+near-duplicate threshold), or whose normalised questions are identical, are linked; each connected
+cluster shares `group` = id of its first kept row, so the split stage keeps paraphrases together.
+LSH finds a pair at Jaccard 0.6-0.7 with probability about 0.9 and above 0.75 almost surely; the
+0.9 quarantine threshold is applied to the exact Jaccard of each candidate pair.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import get_run_logger, task
+
+from flows.config import DataConfig, Workdir
+from tasks.caching import STAGE_CACHE
+from tasks.download import SCHEMA_BY_NAME, RawRecord, Schema, iter_raw_records, read_manifest
+from tasks.errors import MedsafeError
+from tasks.io import text_hash, write_jsonl
+from tasks.records import RISK_LEVELS, SAFETY_CATEGORIES
+
+log = logging.getLogger(__name__)
+
+STAGE = "cleanup"
+GROUP_THRESHOLD = 0.6
+SHINGLE = 5
+NUM_PERM, BANDS = 64, 16  # 16 bands of 4: a pair at Jaccard 0.6 is a candidate with p=0.89, at 0.7 p=0.99
+_OVERSIZE = 8  # a field over 8x its limit is too long whatever normalisation removes; skip the work
+
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # undecodable bytes kept by surrogateescape
+_BLANK_LINES = re.compile(r"\n{3,}")
+_THINK_TAG = re.compile(r"</?think>")
+_HAN_RUN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_LATIN_WORD = re.compile("[A-Za-z]+")
+# Full-width CJK punctuation and the ellipsis: NFKC would rewrite them to ASCII and teach the model
+# ASCII commas in Chinese, so they are left as written (full-width letters and digits still fold).
+_WIDE = "".join(map(chr, [*range(0xFF01, 0xFF10), *range(0xFF1A, 0xFF21), *range(0xFF3B, 0xFF41), *range(0xFF5B, 0xFF66), 0x2026]))
+_KEEP_WIDE = re.compile(f"([{re.escape(_WIDE)}]+)")
+# Text made only of these needs neither NFKC nor control removal (checked: each is NFKC-stable).
+_PLAIN = re.compile(f"[\t\n\x20-\x7e\u3001\u3002\u3008-\u3011\u3014-\u301f\u3400-\u4dbf\u4e00-\u9fff{re.escape(_WIDE)}]*")
+
+
+class ReconciliationError(MedsafeError):
+    """Rows were lost or counted twice: kept + quarantined differs from the input."""
+
+
+def fold(text: str) -> str:
+    """NFKC (except full-width CJK punctuation, see _WIDE), then control and invisible characters out."""
+    if _PLAIN.fullmatch(text):
+        return text
+    parts = _KEEP_WIDE.split(text)  # odd items are the kept punctuation
+    text = "".join(p if k % 2 or unicodedata.is_normalized("NFKC", p) else unicodedata.normalize("NFKC", p) for k, p in enumerate(parts))
+    return _CONTROL.sub("", text)
+
+
+def clean_inline(text: str) -> str:
+    """fold(), then all whitespace (newlines too) collapsed to single spaces."""
+    out = " ".join(fold(text).split())
+    return text if out == text else out  # the same object when unchanged: no second copy in memory
+
+
+def clean_block(text: str) -> str:
+    """fold(), then newlines kept (at most one blank line) and other whitespace collapsed."""
+    out = fold(text)
+    if "\r" in out:
+        out = out.replace("\r\n", "\n").replace("\r", "\n")
+    out = "\n".join(" ".join(line.split()) for line in out.split("\n"))
+    out = (_BLANK_LINES.sub("\n\n", out) if "\n\n\n" in out else out).strip()
+    return text if out == text else out
+
+
+def split_think(answer: str) -> tuple[str, str] | None:
+    """('<think>T</think> A' or 'T</think> A') -> (T, A); an opening tag that never closes -> None."""
+    open_i, close_i = answer.find("<think>"), answer.find("</think>")
+    if close_i < 0:
+        return ("", answer) if open_i < 0 else None
+    has_open = 0 <= open_i < close_i
+    think = answer[open_i + len("<think>") if has_open else 0 : close_i]
+    rest = (answer[:open_i] if has_open else "") + answer[close_i + len("</think>") :]
+    return _THINK_TAG.sub("", think).strip(), _THINK_TAG.sub("", rest).strip()
+
+
+def detect_lang(question: str, answer: str) -> str:
+    """'zh' when Han characters outnumber Latin words (a word carries about what a character does), else 'en'."""
+    sample = question[:1000] + "\n" + answer[:1000]
+    han = len(sample) - len(_HAN_RUN.sub("", sample))
+    return "zh" if han and han >= _LATIN_WORD.subn("", sample)[1] else "en"
+
+
+def _field(row: dict[str, Any], column: str | None, name: str, required: bool) -> tuple[str, str]:
+    """(value, '') or ('', reason) for one mapped column; None counts as empty."""
+    if column is None or column not in row:
+        return ("", f"missing_field:{name}") if required else ("", "")
+    value = row[column]
+    if value is None:
+        return "", ""
+    return (value, "") if isinstance(value, str) else ("", f"wrong_type:{name}")
+
+
+def map_fields(row: dict[str, Any], schema: Schema) -> tuple[dict[str, str], str, str]:
+    """The raw question/think/answer of a row, or a reason and detail when a field is missing or not text."""
+    fields: dict[str, str] = {}
+    for name, column, required in (("question", schema.question, True), ("answer", schema.answer, not schema.red_team),
+                                   ("think", schema.think, False)):
+        value, reason = _field(row, column, name, required)
+        if reason.startswith("missing"):
+            return fields, reason, f"the row has no {column!r} column ({name})"
+        if reason:
+            return fields, reason, f"column {column!r} ({name}) holds a {type(row[column]).__name__}, not text"
+        fields[name] = value
+    if any(not _PLAIN.fullmatch(v) and _SURROGATE.search(v) for v in fields.values()):
+        return fields, "invalid_utf8", "the row holds bytes that are not valid UTF-8"
+    return fields, "", ""
+
+
+def _bounds(q: str, think: str, answer: str, cfg: DataConfig, red_team: bool) -> tuple[str, str]:
+    checks = (
+        ("too_short:question", len(q) < cfg.min_question_chars, "question", len(q), "minimum", cfg.min_question_chars),
+        ("too_long:question", len(q) > cfg.max_question_chars, "question", len(q), "maximum", cfg.max_question_chars),
+        ("too_short:answer", not red_team and len(answer) < cfg.min_answer_chars, "answer", len(answer), "minimum", cfg.min_answer_chars),
+        ("too_long:answer", len(answer) > cfg.max_answer_chars, "answer", len(answer), "maximum", cfg.max_answer_chars),
+        ("too_long:think", len(think) > cfg.max_think_chars, "think", len(think), "maximum", cfg.max_think_chars),
+    )
+    for reason, failed, name, n, kind, limit in checks:
+        if failed:
+            return reason, f"{name} has {n} characters, {kind} {limit}"
+    return "", ""
+
+
+def normalise(fields: dict[str, str], cfg: DataConfig, red_team: bool) -> tuple[dict[str, str], str, str]:
+    """Clean the three texts, move an embedded <think> block out of the answer, and check emptiness and length."""
+    limits = {"question": cfg.max_question_chars, "answer": cfg.max_answer_chars + cfg.max_think_chars, "think": cfg.max_think_chars}
+    for name, value in fields.items():
+        if len(value) > _OVERSIZE * limits[name]:
+            return fields, f"too_long:{name}", f"{name} has {len(value)} characters, far above the maximum {limits[name]}"
+    q, think, answer = clean_inline(fields["question"]), clean_block(fields["think"]), clean_block(fields["answer"])
+    for name, raw, cleaned in (("question", fields["question"], q), ("answer", fields["answer"], answer)):
+        if not cleaned and raw.strip():
+            return fields, "control_bytes_only", f"{name} holds only control or invisible characters"
+    if not q:
+        return fields, "empty_question", "question is empty"
+    if "think>" in answer:
+        parts = split_think(answer)
+        if parts is None:
+            return fields, "unclosed_think", "answer opens <think> but never closes it"
+        embedded, answer = parts
+        think = embedded if not think else think if embedded in ("", think) else f"{think}\n\n{embedded}"
+    think = _THINK_TAG.sub("", think).strip() if "think>" in think else think
+    if not answer and not red_team:
+        return fields, "empty_answer", "answer is empty" + (" once its <think> block is removed" if "think>" in fields["answer"] else "")
+    reason, detail = _bounds(q, think, answer, cfg, red_team)
+    return {"question": q, "think": think, "answer": answer}, reason, detail
+
+
+def to_processed(rec: RawRecord, schema: Schema, texts: dict[str, str]) -> dict[str, Any]:
+    """The processed row (risk fields neutral until classify_risk; split and group filled later).
+
+    `source` names the raw file (manifest entry); red-team rows carry the schema name (medsafetybench),
+    which is how the split stage recognises them.
+    """
+    row: dict[str, Any] = {
+        "id": text_hash(texts["question"], texts["answer"]),
+        "source": schema.name if schema.red_team else rec.source,
+        "lang": detect_lang(texts["question"], texts["answer"]),
+        **texts,
+        "risk_level": "low", "safety_categories": [], "safety_concern": None, "split": "", "group": "",
+    }
+    if schema.name == "processed":
+        raw = rec.row or {}
+        if isinstance(raw.get("source"), str) and raw["source"].strip():
+            row["source"] = raw["source"].strip()
+        cats = raw.get("safety_categories")
+        if raw.get("risk_level") in RISK_LEVELS and isinstance(cats, list) and set(cats) <= set(SAFETY_CATEGORIES):
+            concern = raw.get("safety_concern")
+            row |= {"risk_level": raw["risk_level"], "safety_categories": list(cats),
+                    "safety_concern": concern if isinstance(concern, str) else None, "labelled": True}
+    return row
+
+
+def clean_record(rec: RawRecord, cfg: DataConfig) -> tuple[dict[str, Any] | None, str, str]:
+    """(processed row, '', '') for a usable record, else (None, reason, detail)."""
+    if rec.error:
+        return None, rec.error, {"invalid_json": "line is not valid JSON", "not_an_object": "record is JSON but not an object",
+                                 "wrong_field_count": "CSV record has a different number of fields than the header"}.get(rec.error, rec.error)
+    schema = SCHEMA_BY_NAME[rec.schema]
+    fields, reason, detail = map_fields(rec.row or {}, schema)
+    if not reason:
+        fields, reason, detail = normalise(fields, cfg, schema.red_team)
+    return (None, reason, detail) if reason else (to_processed(rec, schema, fields), "", "")
+
+
+def quarantine_row(rec: RawRecord, reason: str, detail: str) -> dict[str, Any]:
+    return {"row": rec.row if rec.row is not None else {"raw": rec.raw}, "reason": reason, "detail": detail,
+            "source": rec.source, "source_line": rec.source_line, "stage": STAGE}
+
+
+# ---- near duplicates ---------------------------------------------------------------------------
+
+_RNG = np.random.default_rng(20240601)  # fixed: signatures must not change between runs
+_PERM_A = (_RNG.integers(0, 2**31, NUM_PERM, dtype=np.uint64) * 2 + 1).astype(np.uint32)
+_PERM_B = _RNG.integers(0, 2**32, NUM_PERM, dtype=np.uint64).astype(np.uint32)
+
+
+def shingle_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes of every SHINGLE-character window of every text, concatenated, and each text's first index."""
+    padded = [t if len(t) >= SHINGLE else t.ljust(SHINGLE, "\x01") for t in texts]
+    lens = np.fromiter(map(len, padded), dtype=np.int64, count=len(padded))
+    codes = np.frombuffer("\x00".join(padded).encode("utf-32-le"), dtype=np.uint32)
+    n = codes.size - SHINGLE + 1
+    h = codes[:n] * np.uint32(0x01000193)  # FNV-1a over the window's code points
+    for j in range(1, SHINGLE):
+        h ^= codes[j : j + n]
+        h *= np.uint32(0x01000193)
+    ends = np.concatenate(([0], np.cumsum(lens + 1)[:-1])) + lens  # where each separator sits
+    across = (ends[:, None] - np.arange(1, SHINGLE)).ravel()  # windows that run into a separator
+    keep = np.ones(n, dtype=bool)
+    keep[across[across < n]] = False
+    keep[ends[:-1]] = False
+    h = h[keep]
+    h ^= h >> np.uint32(16)  # murmur3 finaliser: every input bit reaches the high bits the minimum looks at
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    return h, np.concatenate(([0], np.cumsum(lens - SHINGLE + 1)[:-1]))
+
+
+def _chunks(texts: list[str], budget: int = 500_000) -> Iterator[tuple[int, int]]:
+    """(start, end) runs of texts of about `budget` characters: hashing memory stays near 20 bytes x budget."""
+    start = 0
+    while start < len(texts):
+        end, size = start + 1, len(texts[start])
+        while end < len(texts) and size + len(texts[end]) <= budget:
+            size, end = size + len(texts[end]), end + 1
+        yield start, end
+        start = end
+
+
+def minhash_signatures(texts: list[str]) -> np.ndarray:
+    """(len(texts), NUM_PERM) MinHash signatures."""
+    sigs = np.empty((len(texts), NUM_PERM), dtype=np.uint32)
+    for start, end in _chunks(texts):
+        h, offsets = shingle_hashes(texts[start:end])
+        buf = np.empty_like(h)
+        for p in range(NUM_PERM):
+            np.multiply(h, _PERM_A[p], out=buf)
+            buf += _PERM_B[p]
+            sigs[start:end, p] = np.minimum.reduceat(buf, offsets)
+    return sigs
+
+
+def lsh_pairs(sigs: np.ndarray, bands: int = BANDS, max_bucket: int = 32) -> np.ndarray:
+    """Candidate pairs (i < j) that share a band; a bucket above max_bucket rows links as a star plus a chain."""
+    n, r = sigs.shape[0], sigs.shape[1] // bands
+    found: list[np.ndarray] = []
+    wide = sigs.astype(np.uint64)
+    for b in range(bands):
+        key = wide[:, b * r]
+        for c in range(b * r + 1, (b + 1) * r):
+            key = key * np.uint64(0x9E3779B97F4A7C15) + wide[:, c]
+        order = np.argsort(key, kind="stable")
+        sk = key[order]
+        starts = np.concatenate(([True], sk[1:] != sk[:-1]))
+        run = np.cumsum(starts) - 1
+        size = np.bincount(run)[run]
+        if size.max() < 2:
+            continue
+        big = size > max_bucket
+        for d in range(1, min(int(size.max()), max_bucket)):
+            same = (run[:-d] == run[d:]) & (~big[:-d] | (d == 1))
+            k = np.flatnonzero(same)
+            found.append(np.stack([order[k], order[k + d]], axis=1))
+        if big.any():
+            first = np.flatnonzero(starts)[run]
+            k = np.flatnonzero(big & ~starts)
+            found.append(np.stack([order[first[k]], order[k]], axis=1))
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    pairs = np.concatenate(found)
+    codes = np.unique(np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1]))
+    return np.stack([codes // n, codes % n], axis=1)
+
+
+def exact_jaccard(texts: list[str], pairs: np.ndarray) -> np.ndarray:
+    """Jaccard similarity of the shingle sets of each pair (32-bit shingle hashes: collisions are negligible)."""
+    members = np.unique(pairs).tolist()
+    sets: dict[int, np.ndarray] = {}
+    for start, end in _chunks([texts[i] for i in members]):
+        h, offsets = shingle_hashes([texts[i] for i in members[start:end]])
+        for k, (lo, hi) in enumerate(zip(offsets, [*offsets[1:], h.size], strict=True)):
+            sets[members[start + k]] = np.unique(h[lo:hi])
+    out = np.empty(len(pairs))
+    for n, (i, j) in enumerate(pairs.tolist()):
+        both = np.intersect1d(sets[i], sets[j], assume_unique=True).size
+        out[n] = both / (sets[i].size + sets[j].size - both)
+    return out
+
+
+def similar_pairs(texts: list[str], min_jaccard: float) -> list[tuple[int, int, float]]:
+    """(i, j, exact Jaccard) for i < j at or above min_jaccard, sorted by (j, i); candidates from MinHash LSH."""
+    if len(texts) < 2:
+        return []
+    sigs = minhash_signatures(texts)
+    pairs = lsh_pairs(sigs)
+    if pairs.size:
+        estimate = (sigs[pairs[:, 0]] == sigs[pairs[:, 1]]).mean(axis=1)
+        pairs = pairs[estimate >= min_jaccard - 0.15]  # 2.5 standard errors of a 64-permutation estimate
+    if not pairs.size:
+        return []
+    jac = exact_jaccard(texts, pairs)
+    keep = np.flatnonzero(jac >= min_jaccard)
+    return sorted(((int(pairs[k, 0]), int(pairs[k, 1]), float(jac[k])) for k in keep), key=lambda t: (t[1], t[0]))
+
+
+@dataclass
+class _Clusters:
+    """Union-find over row indices."""
+
+    parent: list[int]
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        ri, rj = self.find(i), self.find(j)
+        if ri != rj:
+            self.parent[max(ri, rj)] = min(ri, rj)
+
+
+def dedup_near(rows: list[dict[str, Any]], red_team: list[bool], threshold: float) -> tuple[dict[int, tuple[int, float]], list[str]]:
+    """Near duplicates {index: (kept index, Jaccard)} and every row's group id (kept rows only are meaningful).
+
+    A red-team prompt is never dropped as a copy of a training row (or the reverse); they share a group instead.
+    """
+    texts = [(r["question"] + "\n" + r["answer"]).lower() for r in rows]
+    clusters = _Clusters(list(range(len(rows))))
+    dropped: dict[int, tuple[int, float]] = {}
+    for i, j, jac in similar_pairs(texts, min(GROUP_THRESHOLD, threshold)):
+        if jac >= GROUP_THRESHOLD:
+            clusters.union(i, j)
+        if jac >= threshold and j not in dropped and i not in dropped and red_team[i] == red_team[j]:
+            dropped[j] = (i, jac)
+    first_of_question: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        clusters.union(first_of_question.setdefault(r["question"].lower(), i), i)
+    first_kept: dict[int, int] = {}
+    for i in range(len(rows)):
+        if i not in dropped:
+            first_kept.setdefault(clusters.find(i), i)
+    groups = [rows[first_kept.get(clusters.find(i), i)]["id"] for i in range(len(rows))]
+    return dropped, groups
+
+
+# ---- the stage -------------------------------------------------------------------------------
+
+
+@dataclass
+class CleanResult:
+    """Kept processed rows, quarantined rows, and quarantine counts by reason."""
+
+    kept: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    n_input: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"input": self.n_input, "kept": len(self.kept), "quarantined": len(self.quarantined), "reasons": dict(self.counts)}
+
+
+def clean_rows(raw_records: Iterable[RawRecord], cfg: DataConfig) -> CleanResult:
+    """Clean, deduplicate and group; raises ReconciliationError unless kept + quarantined == input."""
+    result = CleanResult()
+    survivors: list[tuple[RawRecord, dict[str, Any]]] = []
+    first_by_id: dict[str, RawRecord] = {}
+    for rec in raw_records:
+        result.n_input += 1
+        row, reason, detail = clean_record(rec, cfg)
+        if row is not None and row["id"] in first_by_id:
+            first = first_by_id[row["id"]]
+            row, reason, detail = None, "exact_duplicate", f"same question and answer as row {row['id']} ({first.source}:{first.source_line})"
+        if row is None:
+            result.quarantined.append(quarantine_row(rec, reason, detail))
+        else:
+            first_by_id[row["id"]] = rec
+            survivors.append((rec, row))
+    red_team = [SCHEMA_BY_NAME[rec.schema].red_team for rec, _ in survivors]
+    dropped, groups = dedup_near([row for _, row in survivors], red_team, cfg.near_dup_threshold)
+    for k, ((rec, row), group) in enumerate(zip(survivors, groups, strict=True)):
+        if k in dropped:
+            i, jac = dropped[k]
+            kept_rec, kept_row = survivors[i]
+            detail = f"Jaccard {jac:.2f} with kept row {kept_row['id']} ({kept_rec.source}:{kept_rec.source_line})"
+            result.quarantined.append(quarantine_row(rec, "near_duplicate", detail))
+        else:
+            row["group"] = group
+            result.kept.append(row)
+    result.counts = dict(Counter(q["reason"] for q in result.quarantined).most_common())
+    reconcile(result.n_input, len(result.kept), len(result.quarantined))
+    return result
+
+
+def reconcile(n_input: int, n_kept: int, n_quarantined: int) -> None:
+    """Every input row must end in exactly one place."""
+    if n_kept + n_quarantined != n_input:
+        raise ReconciliationError(
+            f"cleanup read {n_input} rows but kept {n_kept} and quarantined {n_quarantined}: rows were lost or "
+            "counted twice - this is a bug in tasks/cleanup.py; please report it with the raw manifest"
+        )
+
+
+def expected_rows(manifest_path: Path, max_rows_per_source: int | None) -> int:
+    """Rows the manifest promises (capped per source), to check that reading lost nothing."""
+    cap = max_rows_per_source if max_rows_per_source is not None else float("inf")
+    return sum(int(min(e["rows"], cap)) for e in read_manifest(manifest_path))
+
+
+@task(cache_policy=STAGE_CACHE, persist_result=True)
+def cleanup_task(raw_manifest_path: Path, workdir: Workdir, data_cfg: DataConfig) -> dict[str, Any]:
+    """Write data/processed/cleaned.jsonl and data/quarantine/cleanup.jsonl; return the counts."""
+    logger = get_run_logger()
+    result = clean_rows(iter_raw_records(raw_manifest_path, data_cfg.max_rows_per_source), data_cfg)
+    expected = expected_rows(raw_manifest_path, data_cfg.max_rows_per_source)
+    if result.n_input != expected:
+        raise ReconciliationError(f"{raw_manifest_path} lists {expected} rows but {result.n_input} were read; re-run the download stage")
+    cleaned = workdir.processed / "cleaned.jsonl"
+    quarantine = workdir.quarantine / f"{STAGE}.jsonl"
+    write_jsonl(cleaned, result.kept)
+    write_jsonl(quarantine, result.quarantined)
+    logger.info("cleanup: %d rows in, %d kept, %d quarantined", result.n_input, len(result.kept), len(result.quarantined))
+    if result.counts:
+        logger.warning("quarantined by reason: %s (see %s)", result.counts, quarantine)
+    return result.summary() | {"cleaned": str(cleaned), "quarantine": str(quarantine)}
