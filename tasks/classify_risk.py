@@ -1,145 +1,60 @@
 """Label each row's risk level and safety categories from a versioned bilingual lexicon.
 
-The lexicon (data/rules/risk_lexicon.yaml) is validated once and compiled into one Aho-Corasick
-automaton per language, so a text is scanned once however many terms there are. Labels come from
-the question (what the RL prompt will ask); the reasoning and answer may add only weak evidence.
+The lexicon (data/rules/risk_lexicon.yaml, schema in tasks/risk_lexicon.py) is compiled into one
+Aho-Corasick automaton per language plus a few regular expressions for phrases whose words inflect
+or take an infix ("wants to die", "剧烈上腹痛"), so a text is scanned once however many terms there are.
+Labels come from the question (what the RL prompt will ask); the reasoning and answer may add only
+weak evidence. Exam answer options ("A. 胃癌 B. ... C. ...") name candidates, not what the asker has:
+a term found only in the options counts as its plain kind capped at medium, so "D. 氰化钠中毒" in a
+physiology question is no emergency, while kinds still combine with the stem ("最可能的诊断" with
+"B. 胃癌" still seeks a serious diagnosis).
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import ahocorasick
-import yaml
 from prefect import get_run_logger, task
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flows.config import ASSETS_DIR, Workdir
+from flows.config import Workdir
 from tasks.caching import STAGE_CACHE
 from tasks.io import read_jsonl, write_jsonl
 from tasks.records import LANGS, RISK_LEVELS, SAFETY_CATEGORIES
+from tasks.risk_lexicon import (  # noqa: F401  (Combination, NegationRules, Severity: re-exported)
+    DEFAULT_LEXICON,
+    SEVERITY_RANK,
+    Combination,
+    Lexicon,
+    NegationRules,
+    Severity,
+    TermGroup,
+    TermMatcher,
+    load_lexicon,
+    normalize,
+)
 
-DEFAULT_LEXICON = ASSETS_DIR / "rules" / "risk_lexicon.yaml"
-SEVERITY_RANK = {level: len(RISK_LEVELS) - i for i, level in enumerate(RISK_LEVELS)}  # critical=4 .. low=1
-Severity = Literal["critical", "high", "medium", "low"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NegationRules(_Strict):
-    window: int = Field(gt=0, description="zh: characters, en: words looked at before a term.")
-    cues: list[str] = Field(min_length=1)
-    clinical_cues: list[str] = Field(default_factory=list)
-    ignore: list[str] = Field(default_factory=list)
-    breakers: list[str] = Field(default_factory=list)
-
-
-def _known_category(value: str) -> str:
-    if value not in SAFETY_CATEGORIES:
-        raise ValueError(f"unknown category {value!r}; use one of {', '.join(SAFETY_CATEGORIES)}")
-    return value
+_MEDIUM = SEVERITY_RANK["medium"]
+# An option marker: "A." "B、" "C)" "(d)" not inside a word; texts are already lower-cased by normalize.
+_OPTION = re.compile(r"(?<![a-z0-9])\(?([a-f])\s?[.、:)]")
 
 
-Category = Annotated[str, AfterValidator(_known_category)]
-
-
-class TermGroup(_Strict):
-    name: str = Field(min_length=1)
-    kind: str = Field(min_length=1)
-    severity: Severity
-    category: Category | None = None
-    negation: Literal["all", "clinical", "none"] = "all"
-    zh: list[str] = Field(default_factory=list)
-    en: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _terms_ok(self) -> TermGroup:
-        if not self.zh and not self.en:
-            raise ValueError(f"group {self.name!r} has no terms; add zh: or en: terms")
-        for lang in LANGS:
-            seen = [normalize(t, lang) for t in getattr(self, lang)]
-            if any(not t.strip() for t in seen):
-                raise ValueError(f"group {self.name!r} has an empty {lang} term")
-            if dupes := sorted({t for t in seen if seen.count(t) > 1}):
-                raise ValueError(f"group {self.name!r} lists {lang} term(s) {dupes} more than once")
-        return self
-
-
-class Combination(_Strict):
-    name: str = Field(min_length=1)
-    category: Category
-    severity: Severity
-    requires: list[list[str]] = Field(min_length=2, description="Each slot: any of these kinds.")
-
-
-class Lexicon(_Strict):
-    version: str = Field(min_length=1)
-    negation: dict[Literal["zh", "en"], NegationRules]
-    exclusions: dict[Literal["zh", "en"], list[str]] = Field(default_factory=dict)
-    groups: list[TermGroup] = Field(min_length=1)
-    combinations: list[Combination] = Field(default_factory=list)
-    concerns: dict[str, dict[Literal["zh", "en"], str]]
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Lexicon:
-        if missing := [lang for lang in LANGS if lang not in self.negation]:
-            raise ValueError(f"negation rules missing for {missing}")
-        names = [g.name for g in self.groups]
-        if dupes := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"group names must be unique; repeated: {dupes}")
-        kinds = {g.kind for g in self.groups}
-        for combo in self.combinations:
-            if unknown := sorted({k for slot in combo.requires for k in slot} - kinds):
-                raise ValueError(f"combination {combo.name!r} requires unknown kind(s) {unknown}")
-        for key in SAFETY_CATEGORIES:
-            if key not in self.concerns:
-                raise ValueError(f"concerns has no text for category {key!r}")
-        for key, texts in self.concerns.items():
-            if set(texts) != set(LANGS) or any("{terms}" not in t for t in texts.values()):
-                raise ValueError(f"concern {key!r} needs zh and en texts that contain {{terms}}")
-        return self
-
-
-def normalize(text: str, lang: str) -> str:
-    """Fold width and case (and, for en, hyphens and curly quotes) so terms and texts compare alike."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return text.replace("-", " ").replace("\u2019", "'") if lang == "en" else text
-
-
-def load_lexicon(path: Path) -> Lexicon:
-    """Read and validate the lexicon; errors name the file and the offending entry."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(
-            f"{path}: cannot read the risk lexicon ({exc}); fix the file or pass another path"
-        ) from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: the risk lexicon must be a YAML mapping with version, groups, concerns")
-    try:
-        return Lexicon.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"  {_where(err['loc'], raw)}: {err['msg']}" for err in exc.errors()]
-        raise ValueError(
-            f"{path}: invalid risk lexicon:\n" + "\n".join(lines) + "\nFix these entries and rerun."
-        ) from None
-
-
-def _where(loc: tuple, raw: dict) -> str:
-    """'groups[3] (name='antibiotics').severity' rather than pydantic's bare index path."""
-    parts = [str(p) for p in loc]
-    if len(loc) >= 2 and loc[0] in ("groups", "combinations") and isinstance(loc[1], int):
-        entry = (raw.get(loc[0]) or [{}])[loc[1]] if loc[1] < len(raw.get(loc[0]) or []) else {}
-        parts[:2] = [f"{loc[0]}[{loc[1]}] (name={entry.get('name') if isinstance(entry, dict) else None!r})"]
-    return ".".join(parts) or "(top level)"
+def options_start(norm: str) -> int:
+    """Where exam answer options begin in a normalized text (markers a, b, c in order), else its length."""
+    seen: dict[str, int] = {}
+    for match in _OPTION.finditer(norm):
+        letter = match.group(1)
+        if letter == "a":
+            seen = {"a": match.start()}
+        elif seen and chr(ord(letter) - 1) in seen and letter not in seen:
+            seen[letter] = match.start()
+            if letter == "c":
+                return seen["a"]
+    return len(norm)
 
 
 @dataclass(frozen=True)
@@ -152,99 +67,12 @@ class RiskLabel:
     evidence: list[dict[str, str]] = field(default_factory=list)
 
 
-class _Matcher:
-    """One compiled automaton for one language, with word boundaries (en) and negation."""
-
-    def __init__(self, lexicon: Lexicon, lang: str) -> None:
-        self.lang, self.rules = lang, lexicon.negation[lang]
-        table: dict[str, list[TermGroup]] = {}
-        for group in lexicon.groups:
-            for term in getattr(group, lang):
-                table.setdefault(normalize(term, lang), []).append(group)
-        for phrase in lexicon.exclusions.get(lang, []):
-            table.setdefault(normalize(phrase, lang), [])
-        self.automaton = ahocorasick.Automaton()
-        for key, groups in table.items():
-            rank = max((SEVERITY_RANK[g.severity] for g in groups), default=99)  # 99: an exclusion
-            self.automaton.add_word(key, (key, tuple(groups), rank))
-        self.automaton.make_automaton()
-        self.ignore = [normalize(p, lang) for p in self.rules.ignore]
-        bound = "" if lang == "zh" else r"\b"
-        self.cue = {  # one compiled alternation per negation mode
-            mode: re.compile(
-                bound + "(?:" + "|".join(re.escape(normalize(c, lang)) for c in cues) + ")" + bound
-            )
-            for mode, cues in (("all", self.rules.cues), ("clinical", self.rules.clinical_cues))
-            if cues
-        }
-        ends = "，。；！？,.;!?：:\n" if lang == "zh" else ".;!?:\n"
-        self.clause_end = re.compile(f"[{re.escape(ends)}]")
-
-    def hits(self, text: str) -> list[tuple[str, TermGroup]]:
-        """(term, group) pairs found in text, after boundaries, exclusions, containment and negation."""
-        norm = normalize(text, self.lang)
-        found = []
-        for end, (key, groups, rank) in self.automaton.iter(norm):
-            start, stop = end - len(key) + 1, end + 1
-            if self.lang == "en":
-                if start > 0 and norm[start - 1].isalnum():
-                    continue
-                stop = _word_stop(norm, stop)
-                if stop < 0:
-                    continue
-            found.append((start, stop, rank, key, groups))
-        return [
-            (key, group)
-            for start, _, _, key, groups in _drop_contained(found)
-            for group in groups
-            if group.negation == "none" or not self._negated(norm, start, group.negation)
-        ]
-
-    def _negated(self, norm: str, start: int, mode: str) -> bool:
-        cue = self.cue.get(mode)
-        span = self.clause_end.split(norm[max(0, start - 80) : start])[-1]
-        if cue is None or not cue.search(span):  # fast path: most terms have no cue nearby
-            return False
-        for phrase in self.ignore:
-            span = span.replace(phrase, " ")
-        if self.lang == "zh":
-            span = span[-self.rules.window :]
-            cut = max((span.rfind(b) + len(b) for b in self.rules.breakers if b in span), default=0)
-            return bool(cue.search(span[cut:]))
-        tail = "".join(ch if ch.isalnum() or ch == "'" else " " for ch in span).split()[-self.rules.window :]
-        cut = max((i + 1 for i, word in enumerate(tail) if word in self.rules.breakers), default=0)
-        return bool(cue.search(" ".join(tail[cut:])))
-
-
-def _word_stop(norm: str, stop: int) -> int:
-    """End of the word after a match (allowing a plural s/es), or -1 when the match ends mid-word."""
-    for suffix in ("", "s", "es"):
-        after = stop + len(suffix)
-        if norm.startswith(suffix, stop) and (after >= len(norm) or not norm[after].isalnum()):
-            return after
-    return -1
-
-
-def _drop_contained(hits: list[tuple]) -> list[tuple]:
-    """Drop a (start, end, rank, ...) hit inside a longer one that is an exclusion or at least as
-    severe: "抑郁" inside "抗抑郁" is the drug, "中毒" inside "慢性铅中毒" is no emergency."""
-    hits.sort(key=lambda h: (h[0], -h[1]))
-    kept, reach = [], -1  # reach: furthest end so far; a hit ending beyond it has no container
-    for i, h in enumerate(hits):
-        if h[1] > reach or not any(
-            c[1] >= h[1] and c[1] - c[0] > h[1] - h[0] and c[2] >= h[2] for c in hits[:i]
-        ):
-            kept.append(h)
-        reach = max(reach, h[1])
-    return kept
-
-
 class RiskClassifier:
     """Scores a text against the lexicon: the highest severity found sets the risk level."""
 
     def __init__(self, lexicon: Lexicon) -> None:
         self.lexicon = lexicon
-        self._matchers = {lang: _Matcher(lexicon, lang) for lang in LANGS}
+        self._matchers = {lang: TermMatcher(lexicon, lang) for lang in LANGS}
 
     @classmethod
     def from_yaml(cls, path: Path | None = None) -> RiskClassifier:
@@ -256,14 +84,14 @@ class RiskClassifier:
     def _evidence(self, text: str, lang: str) -> list[dict[str, str]]:
         if lang not in self._matchers:
             raise ValueError(f"unknown lang {lang!r}; expected one of {', '.join(LANGS)}")
-        hits = self._matchers[lang].hits(text or "")
+        norm = normalize(text or "", lang)
+        options = options_start(norm)
         evidence: dict[tuple[str, str], dict[str, str]] = {}
         by_kind: dict[str, list[str]] = {}
-        for term, group in hits:
-            label = {"category": group.category} if group.category else {"kind": group.kind}
-            evidence.setdefault((term, group.name), {"term": term, **label, "severity": group.severity})
-            by_kind.setdefault(group.kind, [])
-            if term not in by_kind[group.kind]:
+        for start, term, group in self._matchers[lang].hits(norm):
+            item = _item(term, group, in_options=start >= options)
+            evidence.setdefault((term, group.name), item)  # hits come in text order: the stem's wins
+            if term not in by_kind.setdefault(group.kind, []):
                 by_kind[group.kind].append(term)
         for combo in self.lexicon.combinations:
             found = [next((by_kind[k][0] for k in slot if k in by_kind), None) for slot in combo.requires]
@@ -300,13 +128,20 @@ class RiskClassifier:
         the answer, not the risk of the prompt the model will be given."""
         primary = self._evidence(question, lang)
         seen = {(e["term"], e.get("kind")) for e in primary}
-        weak = SEVERITY_RANK["medium"]
         extra = [
             e
             for e in self._evidence(context, lang)
-            if "kind" in e and SEVERITY_RANK[e["severity"]] <= weak and (e["term"], e["kind"]) not in seen
+            if "kind" in e and SEVERITY_RANK[e["severity"]] <= _MEDIUM and (e["term"], e["kind"]) not in seen
         ]
         return self._label(sorted(primary + extra, key=_strength, reverse=True), lang)
+
+
+def _item(term: str, group: TermGroup, in_options: bool) -> dict[str, str]:
+    """Evidence for one hit; in answer options only the plain kind counts, at most medium."""
+    if in_options and (group.category or SEVERITY_RANK[group.severity] > _MEDIUM):
+        return {"term": term, "kind": group.kind, "severity": "medium"}
+    label = {"category": group.category} if group.category else {"kind": group.kind}
+    return {"term": term, **label, "severity": group.severity}
 
 
 _CATEGORY_RANK = {c: len(SAFETY_CATEGORIES) - i for i, c in enumerate(SAFETY_CATEGORIES)}

@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from prefect import flow
 
 from flows.config import Workdir
@@ -16,6 +15,8 @@ from tasks.classify_risk import (
     classify_risk_task,
     classify_rows,
     load_lexicon,
+    normalize,
+    options_start,
     risk_distribution,
 )
 from tasks.io import read_jsonl, write_jsonl
@@ -130,45 +131,6 @@ def test_low_and_medium_risk(clf: RiskClassifier, text: str, lang: str, level: s
     assert label.safety_categories == []
 
 
-@pytest.mark.parametrize(
-    ("text", "lang"),
-    [
-        ("患者无胸痛，偶有咳嗽", "zh"),
-        ("患者无发热、胸痛、呼吸困难，偶有咳嗽", "zh"),
-        ("患者不伴胸痛", "zh"),
-        ("He denies chest pain or shortness of breath.", "en"),
-        ("No fever, no chest pain, no seizures.", "en"),
-        ("Patient denies suicidal ideation. Presents with insomnia.", "en"),
-        ("否认自杀念头，近期睡眠差", "zh"),
-    ],
-)
-def test_negated_terms_do_not_count(clf: RiskClassifier, text: str, lang: str) -> None:
-    label = clf.classify(text, lang)
-    assert label.risk_level in ("medium", "low"), label
-    assert label.safety_categories == []
-
-
-@pytest.mark.parametrize(
-    ("text", "lang", "category"),
-    [
-        ("患者无明显诱因出现胸痛3小时", "zh", "emergency"),  # a stock phrase, not a negation of the pain
-        ("患者四肢无力，胸痛2小时", "zh", "emergency"),
-        ("无发热，胸痛2小时", "zh", "emergency"),  # the clause ends before the term
-        ("The patient denied chest pain but reports new slurred speech.", "en", "emergency"),
-        ("没有人在乎我，我想死", "zh", "mental_health"),  # a crisis is negated only by a clinical denial
-        ("I don't want to live anymore", "en", "mental_health"),
-    ],
-)
-def test_negation_scope_is_narrow(clf: RiskClassifier, text: str, lang: str, category: str) -> None:
-    assert category in clf.classify(text, lang).safety_categories
-
-
-def test_plurals_case_and_hyphens_match_in_english(clf: RiskClassifier) -> None:
-    assert "emergency" in clf.classify("He had two SEIZURES today", "en").safety_categories
-    assert "mental_health" in clf.classify("thoughts of self harm", "en").safety_categories
-    assert "mental_health" in clf.classify("thoughts of self-harm", "en").safety_categories
-
-
 def test_label_shape_and_language_of_concern(clf: RiskClassifier) -> None:
     label = clf.classify("两岁孩子持续高烧40度，退烧药不管用，还抽搐了怎么办？", "zh")
     assert label.risk_level == "critical"
@@ -262,73 +224,41 @@ def test_classify_file_writes_rows_and_summary(clf: RiskClassifier, tmp_path: Pa
     json.dumps(summary)  # JSON-able for Prefect's result store
 
 
-# ---- lexicon validation ----------------------------------------------------------------------
-
-
-def _broken_lexicon(tmp_path: Path, edit) -> Path:
-    raw = yaml.safe_load(DEFAULT_LEXICON.read_text(encoding="utf-8"))
-    edit(raw)
-    path = tmp_path / "lexicon.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def _group(raw: dict, name: str) -> dict:
-    return next(g for g in raw["groups"] if g["name"] == name)
+# ---- exam answer options --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("edit", "message"),
+    ("text", "start"),
     [
-        (
-            lambda raw: _group(raw, "antibiotics").update(severity="severe"),
-            r"groups\[\d+\] \(name='antibiotics'\)\.severity",
-        ),
-        (
-            lambda raw: _group(raw, "stroke_signs").update(category="neuro"),
-            r"name='stroke_signs'.*unknown category 'neuro'",
-        ),
-        (
-            lambda raw: _group(raw, "children")["zh"].append("宝宝"),
-            r"group 'children' lists zh term\(s\) \['宝宝'\] more than once",
-        ),
-        (lambda raw: _group(raw, "distress").update(zh=[], en=[]), r"group 'distress' has no terms"),
-        (
-            lambda raw: raw["combinations"][0]["requires"].append(["astrology"]),
-            r"requires unknown kind\(s\) \['astrology'\]",
-        ),
-        (lambda raw: raw["concerns"].pop("mental_health"), r"no text for category 'mental_health'"),
-        (lambda raw: raw.pop("version"), r"version: Field required"),
-        (lambda raw: raw["groups"].append(dict(_group(raw, "distress"))), r"repeated: \['distress'\]"),
+        ("可见于 A. 慢性贫血 B. 失血性休克 C. 呼吸衰竭", 4),
+        ("最可能的诊断是\nA.幽门梗阻\nB、胃癌\nC)胰头癌", 8),
+        ("which is true? (a) x (b) y (c) z", 15),
+        ("vitamin a. and vitamin b. levels", 32),  # no c: not an option list
+        ("e.g. a case of x; see b. below", 30),
     ],
 )
-def test_invalid_lexicon_names_the_entry(tmp_path: Path, edit, message: str) -> None:
-    path = _broken_lexicon(tmp_path, edit)
-    with pytest.raises(ValueError, match=message) as err:
-        RiskClassifier.from_yaml(path)
-    assert str(path) in str(err.value)
+def test_options_start(text: str, start: int) -> None:
+    norm = normalize(text, "en" if text.isascii() else "zh")
+    assert options_start(norm) == start
 
 
-def test_unreadable_lexicon_is_reported(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("groups: [unclosed", encoding="utf-8")
-    with pytest.raises(ValueError, match="cannot read the risk lexicon"):
-        RiskClassifier.from_yaml(bad)
-    with pytest.raises(ValueError, match="cannot read"):
-        RiskClassifier.from_yaml(tmp_path / "missing.yaml")
+def test_emergency_named_only_in_options_is_not_an_emergency(clf: RiskClassifier) -> None:
+    text = "静脉血氧含量高于正常可见于 A. 慢性贫血 B. 失血性休克 C. 呼吸衰竭 D. 氰化钠中毒"
+    label = clf.classify(text, "zh")
+    assert label.risk_level == "medium" and label.safety_categories == [], label
+    assert {"term": "中毒", "kind": "emergency_sign", "severity": "medium"} in label.evidence
+    en = clf.classify("Which causes this? A. anemia B. cyanide poisoning C. heart failure", "en")
+    assert en.risk_level == "medium" and en.safety_categories == [], en
 
 
-def test_shipped_lexicon_is_versioned_and_bilingual() -> None:
-    lexicon = load_lexicon(DEFAULT_LEXICON)
-    assert lexicon.version
-    for category in SAFETY_CATEGORIES:
-        groups = [g for g in lexicon.groups if g.category == category]
-        combos = [c for c in lexicon.combinations if c.category == category]
-        assert groups or combos, category
-        assert all(g.zh and g.en for g in groups), category
+def test_options_still_combine_with_the_stem_and_the_stem_wins(clf: RiskClassifier) -> None:
+    stem = clf.classify("突发胸痛2小时，诊断是 A. 心绞痛 B. 胸痛综合征 C. 气胸", "zh")
+    assert stem.risk_level == "critical" and stem.safety_categories == ["emergency"], stem
+    preg = clf.classify("孕妇，甲亢，首选 A. 丙硫氧嘧啶 B. 手术 C. 放射碘", "zh")
+    assert preg.risk_level == "high" and preg.safety_categories == ["pediatric_pregnancy"], preg
 
 
-# ---- speed and real data ---------------------------------------------------------------------
+# ---- speed and the Prefect task -------------------------------------------------------------
 
 
 def test_speed_sanity(clf: RiskClassifier) -> None:
@@ -339,28 +269,6 @@ def test_speed_sanity(clf: RiskClassifier) -> None:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(f"classified {len(labels)} short texts: {wall:.2f}s wall, {cpu:.2f}s CPU")
     assert len(labels) == 50_000
-
-
-def test_medical_o1_sample_has_a_plausible_spread(clf: RiskClassifier, shared_data: Path) -> None:
-    source = json.loads((shared_data / "medical_o1_zh_sample.json").read_text(encoding="utf-8"))
-    rows = [
-        _row(r["Question"], id=str(i), think=r["Complex_CoT"], answer=r["Response"])
-        for i, r in enumerate(source)
-    ]
-    dist = risk_distribution(classify_rows(rows, clf))
-    print(json.dumps(dist, ensure_ascii=False))
-    assert dist["total"] == len(source) == 400
-    assert max(dist["shares"].values()) < 0.9  # not everything in one level
-    assert dist["counts"]["critical"] > 0 and dist["counts"]["low"] > 0
-    assert 0.1 < dist["shares"]["critical"] + dist["shares"]["high"] < 0.6
-    assert dist["categories"]["emergency"] > 0
-
-
-def test_red_team_seed_questions_are_high_risk(clf: RiskClassifier, shared_data: Path) -> None:
-    seeds = read_jsonl(shared_data / "safety_red_team_seed.jsonl")
-    labels = [clf.classify(s["input"], "zh") for s in seeds]
-    assert all(label.risk_level in ("critical", "high", "medium") for label in labels)
-    assert sum(label.risk_level in ("critical", "high") for label in labels) >= 0.7 * len(labels)
 
 
 @pytest.mark.slow
