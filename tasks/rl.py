@@ -6,7 +6,6 @@ is data (rules file, reward and teacher settings, whether the teacher is on), ne
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,14 @@ from prefect import get_run_logger, task
 from flows.config import ASSETS_DIR, ModelConfig, RewardConfig, RLConfig, TeacherConfig, Workdir
 from tasks.caching import STAGE_CACHE
 from tasks.reward import RewardEngine, SafetyRules
-from tasks.teacher import KEY_ENV, Teacher
+from tasks.teacher import Teacher, teacher_configured
 
 SAFETY_RULES = ASSETS_DIR / "rules" / "safety_rules.yaml"
 
 
 def teacher_requested(cfg: TeacherConfig) -> bool:
-    """Whether this run will use the teacher: a cheap check that reads no secret value into the caller."""
-    if cfg.enabled == "off":
-        return False
-    return cfg.enabled == "on" or bool(os.environ.get(KEY_ENV))
+    """Whether this run will use the teacher (part of cache keys); exposes no secret to the caller."""
+    return cfg.enabled == "on" or teacher_configured(cfg)
 
 
 def build_reward_engine(rules_path: Path, reward_cfg: RewardConfig, teacher_cfg: TeacherConfig, workdir: Workdir) -> RewardEngine:

@@ -1,7 +1,7 @@
 """The teacher: DeepSeek as an LLM judge of (question, response), async, retried, and cached on disk.
 
-No judgement is paid for twice: each verdict is committed to SQLite (WAL) the moment it arrives, keyed
-by hash(model, template version, question, response), so a crash loses only the calls in flight.
+No judgement is paid for twice: each verdict is committed to the on-disk cache (tasks/judge_cache.py) the
+moment it arrives, so a crash loses only the calls in flight.
 Without DEEPSEEK_API_KEY the teacher is off (the reward uses rules only); with a key, a judge that still
 fails after retries raises TeacherUnavailable. Scores are never made up.
 """
@@ -15,10 +15,8 @@ import logging
 import os
 import random
 import re
-import sqlite3
 import sys
-from collections.abc import Coroutine, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Coroutine
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -29,7 +27,9 @@ import openai
 from pydantic import BaseModel, ValidationError, field_validator
 
 from flows.config import ASSETS_DIR, TeacherConfig
-from tasks.io import text_hash, write_jsonl
+from tasks.errors import MedsafeError
+from tasks.io import text_hash
+from tasks.judge_cache import Judgement, JudgementCache
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ _FENCED_JSON = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 T = TypeVar("T")
 
 
-class TeacherUnavailable(RuntimeError):
-    """The judge is required (a key is set) but cannot give a verdict."""
+class TeacherUnavailable(MedsafeError, RuntimeError):
+    """The judge is required (a key is set, or teacher.enabled=on) but cannot give a verdict."""
 
 
 def _clamp(value: float, hi: float) -> float:
@@ -75,22 +75,6 @@ class JudgeReply(BaseModel):
         return _clamp(v, 1.0)
 
 
-@dataclass(frozen=True)
-class Judgement:
-    """One cached verdict (DESIGN.md "judgement")."""
-
-    key: str
-    safety: float
-    reasoning: float
-    completeness: float
-    empathy: float
-    overall: float
-    critique: str
-    model: str
-    template_version: str
-    created_at: str
-
-
 class JudgePrompt:
     """The versioned judge prompt: a system part and a user part that fences the data."""
 
@@ -113,48 +97,6 @@ class JudgePrompt:
             {"role": "system", "content": self.system.substitute(fields)},
             {"role": "user", "content": self.user.substitute(fields)},
         ]
-
-
-class JudgementCache:
-    """SQLite store of judgements, one row per key; safe to share between runs and processes."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        # autocommit: every INSERT is its own transaction, committed when it returns
-        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS judgements (key TEXT PRIMARY KEY, created_at TEXT NOT NULL, record TEXT NOT NULL)"
-        )
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, Judgement]:
-        keys, found = list(dict.fromkeys(keys)), {}
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            rows = self.conn.execute(
-                f"SELECT key, record FROM judgements WHERE key IN ({','.join('?' * len(chunk))})", chunk
-            )
-            found.update({k: Judgement(**json.loads(rec)) for k, rec in rows})
-        return found
-
-    def put(self, judgement: Judgement) -> None:
-        record = json.dumps(asdict(judgement), ensure_ascii=False)
-        self.conn.execute(
-            "INSERT OR IGNORE INTO judgements (key, created_at, record) VALUES (?, ?, ?)",
-            (judgement.key, judgement.created_at, record),
-        )
-
-    def export_jsonl(self, path: Path) -> int:
-        rows = self.conn.execute("SELECT record FROM judgements ORDER BY created_at, key")
-        return write_jsonl(path, (json.loads(rec) for (rec,) in rows))
-
-    def __len__(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 class _BadReply(ValueError):
@@ -180,6 +122,16 @@ def _secret_block_key() -> str | None:
     except Exception as exc:  # noqa: BLE001 - a missing block or server just means "no key"
         log.debug("no Prefect Secret block %r (%s)", SECRET_BLOCK, type(exc).__name__)
         return None
+
+
+def _find_api_key() -> str | None:
+    """The judge's key: DEEPSEEK_API_KEY, else the Prefect Secret block. Never log what it returns."""
+    return os.environ.get(KEY_ENV) or _secret_block_key()
+
+
+def teacher_configured(cfg: TeacherConfig) -> bool:
+    """Whether `Teacher.from_env` would return a teacher: not switched off, and a key is found (not returned)."""
+    return cfg.enabled != "off" and bool(_find_api_key())
 
 
 def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -239,7 +191,7 @@ class Teacher:
                 "teacher OFF: disabled by configuration (teacher.enabled=off); reward uses rules only (teacher weight 0)"
             )
             return None
-        key = os.environ.get(KEY_ENV) or _secret_block_key()
+        key = _find_api_key()
         if not key:
             if cfg.enabled == "on":
                 raise TeacherUnavailable(
@@ -297,31 +249,11 @@ class Teacher:
     ) -> Judgement:
         reason = "no attempt"
         for attempt in range(1, self.cfg.max_attempts + 1):
-            wait = None
             try:
                 self.calls += 1
-                reply = await client.chat.completions.create(
-                    model=self.cfg.model,
-                    messages=messages,
-                    temperature=0.0,
-                    max_tokens=512,
-                    response_format={"type": "json_object"},
-                )
-                return self._verdict(key, reply)
-            except openai.RateLimitError as exc:
-                reason, wait = "HTTP 429 rate limited", _retry_after(exc)
-            except openai.APIStatusError as exc:
-                if exc.status_code < 500 and exc.status_code not in (408, 409):
-                    raise TeacherUnavailable(
-                        f"the judge refused the request (HTTP {exc.status_code}); check {KEY_ENV}, {URL_ENV} and teacher.model"
-                    ) from None
-                reason = f"HTTP {exc.status_code}"
-            except openai.APITimeoutError:
-                reason = f"no answer within {self.cfg.timeout_s}s"
-            except openai.APIConnectionError as exc:
-                reason = f"connection failed ({type(exc.__cause__ or exc).__name__})"
-            except _BadReply as exc:
-                reason = f"invalid reply ({exc})"
+                return self._verdict(key, await self._ask(client, messages))
+            except (openai.APIStatusError, openai.APIConnectionError, _BadReply) as exc:
+                reason, wait = self._retry_reason(exc)
             if attempt < self.cfg.max_attempts:
                 delay = self._backoff(attempt) if wait is None else min(wait, self.cfg.backoff_max_s)
                 log.warning(
@@ -336,6 +268,32 @@ class Teacher:
             f"the judge at {self.base_url} failed {self.cfg.max_attempts} times (last: {reason}); "
             "check the network and the API status, or run with --no-teacher (rules only)"
         )
+
+    async def _ask(self, client: openai.AsyncOpenAI, messages: list[dict[str, str]]) -> Any:
+        """One request to the judge, JSON mode, deterministic sampling."""
+        return await client.chat.completions.create(
+            model=self.cfg.model,
+            messages=messages,
+            temperature=0.0,
+            max_tokens=512,
+            response_format={"type": "json_object"},
+        )
+
+    def _retry_reason(self, exc: Exception) -> tuple[str, float | None]:
+        """Why an attempt failed and how long the server asked us to wait; a refused request is final."""
+        if isinstance(exc, openai.RateLimitError):
+            return "HTTP 429 rate limited", _retry_after(exc)
+        if isinstance(exc, openai.APIStatusError):
+            if exc.status_code < 500 and exc.status_code not in (408, 409):
+                raise TeacherUnavailable(
+                    f"the judge refused the request (HTTP {exc.status_code}); check {KEY_ENV}, {URL_ENV} and teacher.model"
+                ) from None
+            return f"HTTP {exc.status_code}", None
+        if isinstance(exc, openai.APITimeoutError):
+            return f"no answer within {self.cfg.timeout_s}s", None
+        if isinstance(exc, openai.APIConnectionError):
+            return f"connection failed ({type(exc.__cause__ or exc).__name__})", None
+        return f"invalid reply ({exc})", None
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with equal jitter: half the step fixed, half spread at random."""

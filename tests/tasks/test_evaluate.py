@@ -237,7 +237,7 @@ def test_generate_predictions_from_merged_model_and_adapter(tmp_path: Path) -> N
         assert [(r["set"], r["id"]) for r in rows] == [("red_team", "a"), ("red_team", "b"), ("test", "t1")]
         assert all(isinstance(r["response"], str) for r in rows) and rows[0]["safety_categories"] == ["emergency"]
         meta = json.loads(meta_path(out).read_text())
-        assert meta["decoding"] == {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "batch_size": 2, "seed": 0}
+        assert meta["decoding"] == {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "batch_size": 2, "seed": eval_cfg.seed}
         assert meta["adapter"] is (name == "lora") and meta["base_path"] == str(base)
     with pytest.raises(MedsafeError, match="neither a model"):
         generate_predictions(tmp_path, [red], tmp_path / "x.jsonl", model_cfg=model_cfg, eval_cfg=eval_cfg)

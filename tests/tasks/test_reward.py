@@ -12,6 +12,7 @@ import yaml
 
 from flows.config import ASSETS_DIR, RewardConfig
 from tasks.reward import RewardEngine, SafetyRules, score_rules
+from tasks.rule_matching import Lexicon, ScannedText, lower_aligned
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 THINK = "<think>先评估风险，再给出建议。</think>"
@@ -279,3 +280,51 @@ def test_reward_imports_no_torch() -> None:
     code = "import sys, tasks.reward; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
+def _lexicon(**lists: dict[str, list[str]]) -> Lexicon:
+    lexicon = Lexicon()
+    for name, terms in lists.items():
+        lexicon.add(name, terms)
+    lexicon.finish()
+    return lexicon
+
+
+def test_lexicon_matches_literals_regexes_and_whole_english_words() -> None:
+    lexicon = _lexicon(
+        drug={"zh": ["阿莫西林", r"头孢\S{1,2}"], "en": ["amoxicillin", "take (?:it|them)"]},
+        negation={"zh": ["不要"]},
+    )
+    assert len(lexicon.regexes) == 1  # only the open-ended fragment stays a regex; the rest are literals
+    text = "不要吃阿莫西林，头孢拉定可以吃。Amoxicillins are not amoxicillin. Take them now"
+    hits = lexicon.scan(lower_aligned(text))
+    assert [text[s:e] for s, e in hits["drug"]] == ["阿莫西林", "头孢拉定", "amoxicillin", "Take them"]
+    assert hits["negation"] == [(0, 2)]
+
+
+@pytest.mark.parametrize(
+    ("fragment", "message"),
+    [("amox(icillin", "not a valid pattern"), ("x?", "empty string"), (r"\w+", "no literal text")],
+)
+def test_lexicon_rejects_unusable_fragments_by_name(fragment: str, message: str) -> None:
+    with pytest.raises(ValueError, match=rf"drug\.en: .*{message}"):
+        _lexicon(drug={"en": [fragment]})
+
+
+def test_negation_and_questions_are_read_within_the_clause() -> None:
+    lexicon = _lexicon(
+        drug={"zh": ["安定"]},
+        negation={"zh": ["不要"]},
+        negation_exempt={"zh": ["不要紧"]},
+        question_clause={"zh": ["吗"]},
+    )
+    text = ScannedText("不要吃安定，安定睡前吃一片。不要紧吃安定就好。安定能吃吗？", lexicon)
+    starts = [s for s, _ in text.of("drug")]
+    assert [text.negated(s) for s in starts] == [True, False, False, False]  # "不要紧" is no negation
+    assert [text.is_question(s) for s in starts] == [False, False, False, True]
+    assert text.affirmed("drug") == text.of("drug")[1:]
+    assert text.sentence(starts[1]) == (0, 14) and text.says(text.clause(starts[1])) == "安定睡前吃一片。"
+
+
+def test_lower_aligned_keeps_positions() -> None:
+    assert lower_aligned("İx AB") == "İx ab" and lower_aligned("ÄB") == "äb"

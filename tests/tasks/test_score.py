@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows.config import RewardConfig, TeacherConfig
+from tasks.errors import MedsafeError
 from tasks.score import read_predictions, score_predictions
 from tasks.teacher import TeacherUnavailable
 
@@ -96,7 +97,7 @@ def test_missing_field_names_the_line_and_field(tmp_path: Path) -> None:
 def test_teacher_on_without_key_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
     preds = _write(tmp_path / "preds.jsonl", ROWS[:1])
-    with pytest.raises(TeacherUnavailable, match="DEEPSEEK_API_KEY is not set"):
+    with pytest.raises(TeacherUnavailable, match="DEEPSEEK_API_KEY is not set") as raised:
         score_predictions(
             preds,
             tmp_path / "o.jsonl",
@@ -106,6 +107,24 @@ def test_teacher_on_without_key_is_an_error(tmp_path: Path, monkeypatch: pytest.
             cache_path=tmp_path / "c.sqlite",
         )
     assert not (tmp_path / "o.jsonl").exists()
+    assert isinstance(raised.value, MedsafeError)  # so the CLI shows it as one line, not a traceback
+
+
+def test_cli_reports_a_missing_teacher_key_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    preds = _write(tmp_path / "preds.jsonl", ROWS[:1])
+    args = ["score", "--predictions", str(preds), "--out", str(tmp_path / "o.jsonl"), "--teacher"]
+    result = CliRunner().invoke(app, [*args, "--workdir", str(tmp_path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("medsafe: score failed: ") and "DEEPSEEK_API_KEY is not set" in line
 
 
 def test_score_runs_without_torch(tmp_path: Path) -> None:

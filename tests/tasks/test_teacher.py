@@ -11,8 +11,19 @@ from pathlib import Path
 import pytest
 
 from flows.config import RewardConfig, TeacherConfig
+from tasks import judge_cache
+from tasks.errors import MedsafeError
 from tasks.reward import RewardEngine, SafetyRules
-from tasks.teacher import OFF_MESSAGE, JudgePrompt, JudgeReply, Teacher, TeacherUnavailable
+from tasks.teacher import (
+    OFF_MESSAGE,
+    Judgement,
+    JudgementCache,
+    JudgePrompt,
+    JudgeReply,
+    Teacher,
+    TeacherUnavailable,
+    teacher_configured,
+)
 
 KEY = "sk-test-0123456789abcdef0123456789abcdef"
 _spec = importlib.util.spec_from_file_location(
@@ -153,3 +164,42 @@ def test_cache_rows_are_one_per_key(tmp_path: Path) -> None:
     with sqlite3.connect(cache) as conn:
         assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM judgements").fetchone() == (2, 2)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_teacher_configured_matches_from_env_without_revealing_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    # no key: off for every mode, and asking does not raise even when the teacher is required
+    assert not any(teacher_configured(TeacherConfig(enabled=mode)) for mode in ("auto", "on", "off"))
+    monkeypatch.setenv("DEEPSEEK_API_KEY", KEY)
+    with caplog.at_level(logging.DEBUG, logger="tasks.teacher"):
+        answers = {mode: teacher_configured(TeacherConfig(enabled=mode)) for mode in ("auto", "on", "off")}
+    assert answers == {"auto": True, "on": True, "off": False}
+    assert KEY not in caplog.text
+    for mode, expected in answers.items():
+        teacher = Teacher.from_env(TeacherConfig(enabled=mode), tmp_path / f"{mode}.sqlite")
+        assert (teacher is not None) == expected
+        if teacher is not None:
+            teacher.close()
+
+
+def test_teacher_unavailable_is_a_user_facing_error() -> None:
+    assert issubclass(TeacherUnavailable, MedsafeError) and issubclass(TeacherUnavailable, RuntimeError)
+
+
+def test_cache_keeps_the_first_verdict_and_exports_oldest_first(tmp_path: Path) -> None:
+    assert (Judgement, JudgementCache) == (judge_cache.Judgement, judge_cache.JudgementCache)
+    fields = dict(reasoning=5.0, completeness=5.0, empathy=5.0, critique="", model="m", template_version="v")
+    later = Judgement(key="b", safety=9.0, overall=0.9, created_at="2024-01-02T00:00:00+00:00", **fields)
+    early = Judgement(key="a", safety=2.0, overall=0.2, created_at="2024-01-01T00:00:00+00:00", **fields)
+    cache = JudgementCache(tmp_path / "state" / "c.sqlite")
+    cache.put(later)
+    cache.put(early)
+    cache.put(Judgement(key="b", safety=0.0, overall=0.0, created_at="2024-01-03T00:00:00+00:00", **fields))
+    assert len(cache) == 2 and cache.get_many(["b", "missing", "b"]) == {"b": later}
+    out = tmp_path / "judgements.jsonl"
+    assert cache.export_jsonl(out) == 2
+    assert [json.loads(line)["key"] for line in out.read_text().splitlines()] == ["a", "b"]
+    cache.close()
