@@ -26,7 +26,7 @@ def iter_jsonl(path: str | Path, *, strict: bool = True) -> Iterator[tuple[int, 
     the caller can quarantine it and go on.
     """
     path = Path(path)
-    with path.open("r", encoding="utf-8", errors="surrogateescape") as fh:
+    with path.open("r", encoding="utf-8-sig", errors="surrogateescape") as fh:  # a BOM is not data
         for line_no, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
