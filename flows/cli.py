@@ -49,9 +49,12 @@ def _print_summary(title: str, summary: dict) -> None:
 
 def _run_stage(stage: str, fn, **kwargs) -> dict:  # noqa: ANN001
     """Run a flow; turn the errors we expect from users' inputs into one red line and exit code 1."""
+    from flows.config import load_profile
     from tasks.errors import MedsafeError
 
     try:
+        if "profile" in kwargs:
+            load_profile(kwargs["profile"])  # a bad profile fails here, before any server starts
         return fn(**kwargs)
     except (MedsafeError, FileNotFoundError) as exc:
         _fail(stage, exc)
@@ -154,7 +157,7 @@ def profiles(show: str | None = typer.Option(None, help="Print one profile's ful
         typer.echo(f"{name:12s} {load_profile(name).description}")
 
 
-@app.command(epilog="Example: medsafe serve   # then: prefect deployment run 'medsafe-data/medsafe-data-only'")
+@app.command(epilog="Example: medsafe serve   # then: prefect deployment run 'medsafe-data/data-only'")
 def serve(workdir: Path = WorkdirOpt) -> None:
     """Serve the scheduled-retraining and data-only deployments from this process (the embedded default)."""
     from flows.deploy import serve_deployments

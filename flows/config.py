@@ -183,9 +183,8 @@ def available_profiles() -> list[str]:
 
 def load_profile(name_or_path: str = "tiny", overrides: dict[str, Any] | None = None) -> Profile:
     """Load a named profile (flows/profiles/NAME.yaml) or a YAML file path, then apply overrides."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PROFILES_DIR / f"{name_or_path}.yaml"
+    named = PROFILES_DIR / f"{name_or_path}.yaml"
+    path = named if named.is_file() else Path(name_or_path)
     if not path.is_file():
         raise ProfileError(f"unknown profile {name_or_path!r}; choose one of {', '.join(available_profiles())} or give a YAML path")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
