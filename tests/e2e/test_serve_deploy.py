@@ -1,0 +1,108 @@
+"""Deployments end to end: `medsafe serve` answers `prefect deployment run`; `medsafe deploy` registers for a worker."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DATA_ONLY = "medsafe-data/data-only"
+WEEKLY = "medsafe-pipeline/weekly-retraining"
+UUID = re.compile(r"UUID:\s*([0-9a-f-]{36})")
+
+
+def _flow_run_id(output: str) -> str:
+    found = UUID.search(output)
+    assert found, f"`prefect deployment run` printed no flow run UUID:\n{output[-3000:]}"
+    return found.group(1)
+
+
+def _deployment(harness, name: str):  # noqa: ANN001, ANN202
+    from prefect.exceptions import ObjectNotFound
+
+    with harness.client() as client:
+        try:
+            return client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            return None
+
+
+def _assert_data_run_completed(harness, output: str, deployment_id, workdir: Path) -> None:  # noqa: ANN001
+    with harness.client() as client:
+        flow_run = client.read_flow_run(_flow_run_id(output))
+    assert flow_run.deployment_id == deployment_id, "the flow run does not belong to the triggered deployment"
+    assert flow_run.state_name == "Completed", (
+        f"flow run {flow_run.name} ended {flow_run.state_name}:\n{output[-3000:]}"
+    )
+    assert flow_run.parameters["workdir"] == str(workdir)
+    gate = workdir / "reports" / "data_quality" / "gate_result.json"
+    assert gate.is_file(), f"the data flow wrote no quality-gate result at {gate}"
+    assert (workdir / "data" / "rl" / "training_prompts.jsonl").stat().st_size > 0
+
+
+def test_deployment_triggered_from_cli(harness, tmp_path: Path) -> None:  # noqa: ANN001
+    served = tmp_path / "served"
+    log = tmp_path / "serve.log"
+    # Started outside the checkout: module entrypoints must import from any folder.
+    with harness.background(
+        [harness.tool("medsafe"), "serve", "--workdir", str(served)], log=log, cwd=tmp_path
+    ) as proc:
+
+        def deployment_ready():  # noqa: ANN202
+            if proc.poll() is not None:
+                pytest.fail(f"medsafe serve exited with {proc.returncode}:\n{harness.tail(log)}")
+            return _deployment(harness, DATA_ONLY)
+
+        deployment = harness.wait_until(
+            deployment_ready, timeout=180, what=f"deployment {DATA_ONLY} to be served"
+        )
+        assert _deployment(harness, WEEKLY) is not None, f"{WEEKLY} was not served beside {DATA_ONLY}"
+        result = harness.run(
+            [harness.tool("prefect"), "deployment", "run", DATA_ONLY, "--watch", "--watch-timeout", "540"],
+            log=tmp_path / "deployment-run.log",
+            timeout=600,
+        )
+        assert result.returncode == 0, (
+            f"`prefect deployment run {DATA_ONLY} --watch` exited {result.returncode}:\n{result.output[-4000:]}"
+        )
+        _assert_data_run_completed(harness, result.output, deployment.id, served / "data-only")
+        assert proc.poll() is None, f"medsafe serve stopped while serving:\n{harness.tail(log)}"
+    assert proc.returncode is not None, "medsafe serve is still running after the test"
+
+
+def test_deploy_registers_for_a_worker(harness, tmp_path: Path) -> None:  # noqa: ANN001
+    pool = "medsafe-e2e"
+    result = harness.run(
+        [harness.tool("medsafe"), "deploy", "--pool", pool], log=tmp_path / "deploy.log", timeout=300
+    )
+    assert result.returncode == 0, f"medsafe deploy exited {result.returncode}:\n{result.output[-4000:]}"
+
+    weekly, data_only = _deployment(harness, WEEKLY), _deployment(harness, DATA_ONLY)
+    assert weekly is not None and data_only is not None, f"not registered:\n{result.output[-3000:]}"
+    assert {weekly.work_pool_name, data_only.work_pool_name} == {pool}
+    crons = [(s.schedule.cron, s.schedule.timezone, s.active) for s in weekly.schedules]
+    assert crons == [("0 3 * * 1", "UTC", True)], f"weekly-retraining schedules: {crons}"
+    assert any("set_working_directory" in str(step) for step in data_only.pull_steps or []), (
+        data_only.pull_steps
+    )
+
+    # A process worker started outside the checkout runs it: the pull step moves into MEDSAFE_PROJECT_DIR.
+    workdir = tmp_path / "worker-data"
+    trigger = harness.run(
+        [harness.tool("prefect"), "deployment", "run", DATA_ONLY, "--param", f"workdir={workdir}"],
+        log=tmp_path / "trigger.log",
+        timeout=120,
+    )
+    assert trigger.returncode == 0, trigger.output[-3000:]
+    worker = harness.run(
+        [harness.tool("prefect"), "worker", "start", "--pool", pool, "--run-once"],
+        log=tmp_path / "worker.log",
+        timeout=600,
+        cwd=tmp_path,
+        MEDSAFE_PROJECT_DIR=str(harness.repo),
+    )
+    assert worker.returncode == 0, f"the worker exited {worker.returncode}:\n{worker.output[-4000:]}"
+    _assert_data_run_completed(harness, trigger.output, data_only.id, workdir)
