@@ -7,10 +7,11 @@
 No weights are downloaded: the configs are Qwen3-0.6B's and Qwen3-1.7B's, so the cost per token is the
 real one. SFT: forward + backward + AdamW on a LoRA (the profile's r, alpha and target modules) over
 random token ids, full-sequence loss, bf16 autocast as the HF Trainer runs it. PPO: tasks.ppo.ppo_step
-itself (sample, policy/reference/value forwards, ppo_epochs clipped updates) when the project imports
-(it needs prefect and pydantic), else an equivalent written here, named in the output as `impl`. The
-reward is a cheap deterministic function of the text: teacher latency is not part of these figures.
-Prints one JSON line.
+itself (sample, policy/reference/value forwards, ppo_epochs clipped updates) at the plan's numbers:
+4 prompts of 128 tokens, 256 new tokens each (EOS suppressed until then, so every step samples all of
+them), 4 PPO epochs over one mini-batch of 4. Needs torch, transformers, peft, tokenizers, pydantic and
+pyyaml; not Prefect. The reward is a cheap deterministic function of the text: teacher latency is not
+part of these figures. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -40,15 +41,28 @@ SPECIAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 15
 # Per arch: SFT batch and whether the profile turns gradient checkpointing on (qwen3-1.7b.yaml does).
 PLANS = {"qwen3-0.6b": {"sft_batch": 8, "checkpointing": False}, "qwen3-1.7b": {"sft_batch": 4, "checkpointing": True},
          "smoke": {"sft_batch": 2, "checkpointing": False}}
-LORA_DEFAULT = {"r": 16, "alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+# Import names that differ from the package to install.
+PIP_NAMES = {"yaml": "pyyaml"}
+
+
+def require_project() -> None:
+    """Import what the benchmark needs up front, so a missing package is named before any model is built."""
+    import importlib
+
+    for module in ("transformers", "peft", "tokenizers", "tasks.ppo"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            missing = (exc.name or module).split(".")[0]
+            raise SystemExit(f"bench_gpu_train: cannot import {module}: {exc}. Install the missing package "
+                             f"(pip install {PIP_NAMES.get(missing, missing)}) and run from the repository root; the "
+                             "benchmark needs torch, transformers, peft, tokenizers, pydantic and pyyaml.") from exc
 
 
 def lora_section() -> dict[str, Any]:
-    """The project's LoRA defaults (flows.config) when importable, else the same numbers."""
-    try:
-        from flows.config import LoraConfig
-    except ImportError:
-        return LORA_DEFAULT
+    """The project's LoRA defaults (flows.config)."""
+    from flows.config import LoraConfig
+
     cfg = LoraConfig()
     return {"r": cfg.r, "alpha": cfg.alpha, "target_modules": list(cfg.target_modules)}
 
@@ -137,20 +151,13 @@ def bench_sft(model, lora: dict, batch: int, seq: int, warmup: int, steps: int, 
     return result
 
 
-def bench_ppo(model, lora: dict, args: argparse.Namespace, impl: str) -> dict[str, Any]:
+def bench_ppo(model, lora: dict, args: argparse.Namespace) -> dict[str, Any]:
     """PPO steps (batch prompts x prompt_tokens, new_tokens sampled, ppo_epochs updates): seconds per step."""
     dev = model.device
     if dev.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    if impl == "auto":
-        try:
-            import tasks.ppo  # noqa: F401
-            impl = "tasks.ppo"
-        except ImportError as exc:
-            log.warning("tasks.ppo not importable (%s); timing the equivalent loop in this file", exc)
-            impl = "equivalent"
-    step = _project_ppo(model, lora, args) if impl == "tasks.ppo" else _equivalent_ppo(model, lora, args)
+    step = _project_ppo(model, lora, args)
     times, rows = [], []
     for i in range(args.ppo_warmup + args.ppo_steps):
         _sync(dev)
@@ -160,9 +167,10 @@ def bench_ppo(model, lora: dict, args: argparse.Namespace, impl: str) -> dict[st
         if i >= args.ppo_warmup:
             times.append(time.perf_counter() - start)
             rows.append(row)
-    return {"impl": impl, "batch": args.ppo_batch, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
-            "ppo_epochs": args.ppo_epochs, "timed_steps": len(times), "warmup_steps": args.ppo_warmup,
-            "s_per_step": round(sum(times) / len(times), 3), "step_s": [round(t, 3) for t in times],
+    return {"impl": "tasks.ppo.ppo_step", "batch": args.ppo_batch, "prompt_tokens": args.prompt_tokens,
+            "new_tokens": args.new_tokens, "ppo_epochs": args.ppo_epochs, "timed_steps": len(times),
+            "warmup_steps": args.ppo_warmup, "s_per_step": round(sum(times) / len(times), 3),
+            "step_s": [round(t, 3) for t in times],
             "response_len_mean": round(sum(r["response_len"] for r in rows) / len(rows), 1),
             "updates_per_step": [r["updates"] for r in rows], "peak_mem_gib": _peak_gib(dev)}
 
@@ -172,16 +180,19 @@ def _project_ppo(model, lora: dict, args: argparse.Namespace):
     from peft import get_peft_model
 
     from flows.config import RLConfig
+    from tasks.modeling import build_chat_prompt
     from tasks.ppo import TrainState, ValueHead, ppo_step
     from tasks.ppo_core import AdaptiveKLController
 
     cfg = RLConfig(batch_size=args.ppo_batch, mini_batch_size=args.ppo_batch, ppo_epochs=args.ppo_epochs,
                    max_new_tokens=args.new_tokens, seed=0)
     tok = synthetic_tokenizer()
-    overhead = len(tok(_chat(tok, ""), add_special_tokens=False)["input_ids"])
+    overhead = len(tok(build_chat_prompt(tok, ""), add_special_tokens=False)["input_ids"])
     question = " ".join(f"w{i}" for i in range(1, args.prompt_tokens - overhead + 1))
     policy = get_peft_model(model, peft_lora(lora))
     policy.eval()
+    # Every response is new_tokens long, so the timing is that of the plan's length, not of an early EOS.
+    policy.generation_config.min_new_tokens = args.new_tokens
     value_head = ValueHead(model.config.hidden_size).to(model.device)
     params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
     state = TrainState(policy, value_head, torch.optim.AdamW(params, lr=cfg.learning_rate),
@@ -195,68 +206,24 @@ def _project_ppo(model, lora: dict, args: argparse.Namespace):
     return lambda: ppo_step(state, rows, reward, None)
 
 
-def _chat(tok, question: str) -> str:
-    from tasks.modeling import build_chat_prompt
-
-    return build_chat_prompt(tok, question)
-
-
-def _equivalent_ppo(model, lora: dict, args: argparse.Namespace):
-    """Generation + policy/reference/value forwards + ppo_epochs of forward/backward, as tasks.ppo does them."""
-    from peft import get_peft_model
-
-    dev = model.device
-    policy = get_peft_model(model, peft_lora(lora))
-    policy.eval()
-    value = torch.nn.Linear(model.config.hidden_size, 1, dtype=torch.float32, device=dev)
-    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad] + list(value.parameters()), lr=1.41e-5)
-    prompts = torch.randint(0, 151000, (args.ppo_batch, args.prompt_tokens), device=dev)
-
-    def forward(ids, n_resp, with_value=True):
-        out = policy(input_ids=ids, output_hidden_states=with_value, use_cache=False, logits_to_keep=n_resp + 1)
-        logp = torch.log_softmax(out.logits[:, :-1].float(), -1).gather(-1, ids[:, -n_resp:, None]).squeeze(-1)
-        v = value(out.hidden_states[-1][:, -n_resp - 1 : -1].float()).squeeze(-1) if with_value else None
-        return logp, v
-
-    def step() -> dict[str, Any]:
-        with torch.no_grad():
-            seqs = policy.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=True, top_k=0,
-                                   max_new_tokens=args.new_tokens, pad_token_id=SPECIAL_IDS["<|endoftext|>"])
-            n_resp = seqs.shape[1] - args.prompt_tokens
-            old_logp, old_v = forward(seqs, n_resp)
-            with policy.disable_adapter():
-                forward(seqs, n_resp, with_value=False)
-        adv = torch.randn_like(old_logp)
-        for _ in range(args.ppo_epochs):
-            logp, v = forward(seqs, n_resp)
-            ratio = torch.exp(logp - old_logp)
-            loss = -torch.min(ratio * adv, ratio.clamp(0.8, 1.2) * adv).mean() + 0.1 * (v - old_v).pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return {"response_len": n_resp, "updates": args.ppo_epochs}
-
-    return step
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=[a for a in ARCHS if a != "smoke"], default="qwen3-0.6b")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (2 layers, hidden 64, real vocab) on any device")
     parser.add_argument("--part", choices=["all", "sft", "ppo"], default="all")
-    parser.add_argument("--ppo-impl", choices=["auto", "tasks.ppo", "equivalent"], default="auto")
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--sft-batch", type=int, help="default: 8 for 0.6B, 4 for 1.7B")
     parser.add_argument("--sft-warmup", type=int, default=3)
     parser.add_argument("--sft-steps", type=int, default=10)
     parser.add_argument("--checkpointing", choices=["profile", "on", "off"], default="profile")
-    parser.add_argument("--ppo-batch", type=int, default=4)
-    parser.add_argument("--prompt-tokens", type=int, default=128)
-    parser.add_argument("--new-tokens", type=int, default=256)
-    parser.add_argument("--ppo-epochs", type=int, default=4)
+    parser.add_argument("--ppo-batch", type=int, default=4, help="prompts per PPO step (the plan: 4)")
+    parser.add_argument("--prompt-tokens", type=int, default=128, help="tokens per templated prompt (the plan: 128)")
+    parser.add_argument("--new-tokens", type=int, default=256, help="tokens sampled per response (the plan: 256)")
+    parser.add_argument("--ppo-epochs", type=int, default=4, help="PPO epochs per step (the plan: 4)")
     parser.add_argument("--ppo-warmup", type=int, default=1)
     parser.add_argument("--ppo-steps", type=int, default=3)
     args = parser.parse_args(argv)
+    require_project()
     arch = "smoke" if args.smoke else args.arch
     if args.smoke:
         args.seq_len, args.sft_warmup, args.sft_steps = 64, 1, 2
@@ -279,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
                                   args.sft_steps, checkpointing)
     if args.part in ("all", "ppo"):
         log.info("PPO: %s, %d prompts x %d tokens, %d new tokens", arch, args.ppo_batch, args.prompt_tokens, args.new_tokens)
-        result["ppo"] = bench_ppo(model, lora, args, args.ppo_impl)
+        result["ppo"] = bench_ppo(model, lora, args)
     print(json.dumps(result))
 
 

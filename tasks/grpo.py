@@ -12,26 +12,26 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
 from transformers import TrainerCallback
 
-from flows.config import ModelConfig, RLConfig, Workdir
-from tasks.caching import STAGE_CACHE
-from tasks.errors import StageFailed
-from tasks.io import read_jsonl, write_json
+from flows.config import ModelConfig, RLConfig
 from tasks.modeling import build_chat_prompt, device, load_policy, load_tokenizer, resolve_dtype
-from tasks.ppo import CSV_COLUMNS, append_row
-from tasks.sft import lora_config
+from tasks.rl_files import (
+    CSV_COLUMNS,
+    BreakdownFn,
+    RewardFn,
+    append_row,
+    breakdown_means,
+    final_metadata,
+    load_prompts,
+    save_merged,
+)
 
 log = logging.getLogger(__name__)
 
-RewardFn = Callable[[list[str], list[str], list[dict]], list[float]]
-BreakdownFn = Callable[[list[str], list[str], list[dict]], list[dict]]
 META_KEYS = ("id", "question", "risk_level", "safety_categories", "safety_concern", "origin")
 
 
@@ -60,15 +60,6 @@ class SafetyReward:
                 if value is not None:
                     log_metric(name, value)
         return [float(r["total"]) for r in rows]
-
-
-def breakdown_means(rows: list[dict]) -> dict[str, float | None]:
-    """rules_mean, teacher_mean (None while the teacher is off) and the count of responses with a violation."""
-    rules = [r["rule_score"] for r in rows if r.get("rule_score") is not None]
-    teacher = [r["teacher_score"] for r in rows if r.get("teacher_score") is not None]
-    return {"rules_mean": sum(rules) / len(rules) if rules else None,
-            "teacher_mean": sum(teacher) / len(teacher) if teacher else None,
-            "violations": float(sum(1 for r in rows if r.get("violation", bool(r.get("violations")))))}
 
 
 class RewardsLog(TrainerCallback):
@@ -154,9 +145,10 @@ def train_grpo(
     """GRPO LoRA on base (+ merged SFT adapter); writes out_dir/checkpoints/{training.log,rewards.csv} and out_dir/final_model."""
     from trl import GRPOTrainer
 
-    rows = read_jsonl(prompts_path)[: rl_cfg.prompts]
-    if not rows:
-        raise ValueError(f"{prompts_path} holds no RL prompts; re-run sample_rl_prompts")
+    # Imported here, not at the top: tasks.sft imports Prefect, which the GPU benchmark machine lacks.
+    from tasks.sft import lora_config
+
+    rows = load_prompts(Path(prompts_path), rl_cfg.prompts)
     ckpt_dir, final_dir = Path(out_dir) / "checkpoints", Path(out_dir) / "final_model"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     csv_path, log_path = ckpt_dir / "rewards.csv", ckpt_dir / "training.log"
@@ -176,45 +168,9 @@ def train_grpo(
         fh.write(json.dumps({"event": "start", "algorithm": "grpo", "prompts": len(rows), "base": str(base_path),
                              "sft_adapter": str(sft_adapter) if sft_adapter else None}) + "\n")
     trainer.train()
-    save_final(trainer, tokenizer, final_dir, {
-        "algorithm": "grpo", "steps": trainer.state.global_step, "prompts": len(rows), "base": str(base_path),
-        "sft_adapter": str(sft_adapter) if sft_adapter else None, "config": rl_cfg.model_dump(mode="json"),
-        "model": model_cfg.model_dump(mode="json"), **(metadata or {})})
+    save_merged(trainer.accelerator.unwrap_model(trainer.model), tokenizer, final_dir, final_metadata(
+        "grpo", trainer.state.global_step, len(rows), base_path, sft_adapter, rl_cfg, model_cfg, **(metadata or {})))
     rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
     return {"steps": trainer.state.global_step, "final_model": str(final_dir), "rewards_csv": str(csv_path),
             "training_log": str(log_path), "reward_first": rewards[0] if rewards else None,
             "reward_last": rewards[-1] if rewards else None}
-
-
-def save_final(trainer, tokenizer, path: Path, metadata: dict[str, Any]) -> None:
-    """Merge the RL LoRA into the weights and save a plain model + tokenizer + metadata.json (as PPO does)."""
-    if path.exists():
-        shutil.rmtree(path)
-    merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-    merged.save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    write_json(path / "metadata.json", metadata)
-
-
-@task(cache_policy=STAGE_CACHE, persist_result=True)
-def grpo_task(
-    prompts_path: Path,
-    base_path: Path,
-    sft_adapter: Path | None,
-    rl_cfg: RLConfig,
-    model_cfg: ModelConfig,
-    workdir: Workdir,
-    reward_fn: RewardFn | None,
-    breakdown_fn: BreakdownFn | None = None,
-    teacher_enabled: bool = False,
-) -> dict[str, Any]:
-    """Prefect stage: GRPO into <workdir>/models/rl (checkpoints/training.log, rewards.csv, final_model)."""
-    logger = get_run_logger()
-    try:
-        summary = train_grpo(prompts_path, base_path, sft_adapter, workdir.rl_checkpoints.parent, rl_cfg, model_cfg,
-                             reward_fn, breakdown_fn, metadata={"teacher_enabled": teacher_enabled})
-    except (OSError, ValueError) as exc:
-        raise StageFailed("rl", exc, "fix the input named above and re-run") from exc
-    logger.info("GRPO: %d steps, reward %s -> %s; model at %s", summary["steps"], summary["reward_first"],
-                summary["reward_last"], summary["final_model"])
-    return summary

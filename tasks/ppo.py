@@ -2,7 +2,7 @@
 
 One copy of the weights: the SFT adapter is merged into the base, a fresh LoRA on top is the policy,
 and the same model with that LoRA disabled is the frozen reference. A float32 linear value head reads
-the last hidden state. The math lives in tasks/ppo_core.py; this file owns the loop and its files.
+the last hidden state. The math lives in tasks/ppo_core.py; this file owns the loop; tasks/rl_files.py its files.
 Two KLs, one target (rl.target_kl): the adaptive penalty coefficient steers KL(policy || reference)
 summed over a response (nats per response, Ziegler et al.'s unit; the `kl` column), and the PPO epochs
 stop early once the per-token approx KL between the sampling policy and the updated one passes 1.5x it.
@@ -14,25 +14,16 @@ stop early once the per-token approx KL between the sampling policy and the upda
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
-import re
-import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from prefect import get_run_logger, task
 from tqdm.auto import tqdm
 
-from flows.config import ModelConfig, RLConfig, Workdir
-from tasks.caching import STAGE_CACHE
-from tasks.errors import StageFailed
-from tasks.io import read_jsonl, write_json
+from flows.config import ModelConfig, RLConfig
 from tasks.modeling import build_chat_prompt, decode_completion, load_policy, load_tokenizer
 from tasks.ppo_core import (
     AdaptiveKLController,
@@ -45,17 +36,24 @@ from tasks.ppo_core import (
     masked_mean,
     masked_whiten,
 )
-from tasks.sft import lora_config
+from tasks.rl_files import (
+    BreakdownFn,
+    RewardFn,
+    append_row,
+    breakdown_means,
+    file_log,
+    final_metadata,
+    keep_rows,
+    latest_checkpoint,
+    load_checkpoint,
+    load_prompts,
+    plot_curves,
+    read_rows,
+    save_checkpoint,
+    save_merged,
+)
 
 log = logging.getLogger(__name__)
-
-RewardFn = Callable[[list[str], list[str], list[dict]], list[float]]
-BreakdownFn = Callable[[list[str], list[str], list[dict]], list[dict]]
-# Settings a run may change and still resume its checkpoint as if nothing happened.
-RESUMABLE_CHANGES = frozenset({"steps", "save_every", "prompts"})
-CSV_COLUMNS = ["step", "reward_mean", "reward_std", "rules_mean", "teacher_mean", "violations", "kl", "kl_coef",
-               "entropy", "policy_loss", "value_loss", "clip_frac", "response_len"]
-
 
 class ValueHead(torch.nn.Module):
     """Linear(hidden -> 1) in float32 on the policy's last hidden state; zero-initialised so V starts at 0."""
@@ -208,17 +206,6 @@ def score_responses(questions: list[str], responses: list[str], metas: list[dict
     return breakdown, torch.tensor([float(s) for s in scores], dtype=torch.float32)
 
 
-def breakdown_means(breakdown: list[dict]) -> dict[str, float | None]:
-    """rules_mean, teacher_mean (None while the teacher is off) and how many responses had a violation."""
-    if not breakdown:
-        return {"rules_mean": None, "teacher_mean": None, "violations": None}
-    rules = [b["rule_score"] for b in breakdown if b.get("rule_score") is not None]
-    teacher = [b["teacher_score"] for b in breakdown if b.get("teacher_score") is not None]
-    return {"rules_mean": sum(rules) / len(rules) if rules else None,
-            "teacher_mean": sum(teacher) / len(teacher) if teacher else None,
-            "violations": sum(1 for b in breakdown if b.get("violation", bool(b.get("violations"))))}
-
-
 def train_ppo(
     prompts_path: Path,
     base_path: Path,
@@ -233,7 +220,7 @@ def train_ppo(
     """Train a PPO LoRA on base (+ merged SFT adapter), resuming from out_dir/checkpoints; save out_dir/final_model."""
     if reward_fn is None and breakdown_fn is None:
         raise ValueError("PPO needs a reward_fn or a breakdown_fn (whose rows carry `total`)")
-    rows = _load_prompts(Path(prompts_path), rl_cfg.prompts)
+    rows = load_prompts(Path(prompts_path), rl_cfg.prompts)
     total = rl_cfg.steps if rl_cfg.steps is not None else math.ceil(len(rows) / rl_cfg.batch_size)
     ckpt_dir, final_dir = Path(out_dir) / "checkpoints", Path(out_dir) / "final_model"
     csv_path = ckpt_dir / "rewards.csv"
@@ -243,7 +230,7 @@ def train_ppo(
     if start > total:
         log.warning("checkpoint step %d is past rl.steps=%d: saving it as the final model without training", start, total)
     keep_rows(csv_path, upto_step=start)  # steps logged after the last checkpoint are redone
-    with _file_log(ckpt_dir / "training.log"):
+    with file_log(ckpt_dir / "training.log", log):
         log.info("PPO on %d prompts: steps %d..%d, batch %d, lr %.3g, target KL %.3g, kl_coef %.4g%s", len(rows),
                  start + 1, total, rl_cfg.batch_size, rl_cfg.learning_rate, rl_cfg.target_kl, state.kl_ctl.value,
                  f", resumed from {checkpoint}" if checkpoint else "")
@@ -258,11 +245,8 @@ def train_ppo(
             if step % rl_cfg.save_every == 0 or step == total:
                 save_checkpoint(state, ckpt_dir / f"step-{step}")
         plot_curves(csv_path, ckpt_dir / "curves.png")
-        save_final(state, final_dir, {"algorithm": "ppo", "steps": total, "resumed_from_step": start,
-                                      "prompts": len(rows), "base": str(base_path),
-                                      "sft_adapter": str(sft_adapter) if sft_adapter else None,
-                                      "config": rl_cfg.model_dump(mode="json"),
-                                      "model": model_cfg.model_dump(mode="json"), **(metadata or {})})
+        save_merged(state.policy, state.tokenizer, final_dir, final_metadata(
+            "ppo", total, len(rows), base_path, sft_adapter, rl_cfg, model_cfg, resumed_from_step=start, **(metadata or {})))
     curve = read_rows(csv_path)
     return {"steps": total, "resumed_from_step": start, "final_model": str(final_dir), "rewards_csv": str(csv_path),
             "curves_png": str(ckpt_dir / "curves.png"), "reward_first": curve[0]["reward_mean"] if curve else None,
@@ -273,6 +257,9 @@ def build_state(base_path: Path, sft_adapter: Path | None, rl_cfg: RLConfig, mod
                 checkpoint: Path | None) -> TrainState:
     """Merged SFT model + RL LoRA (fresh and seeded, or the checkpoint's), value head, AdamW, KL controller."""
     from peft import PeftModel, get_peft_model
+
+    # Imported here, not at the top: tasks.sft imports Prefect, which the GPU benchmark machine lacks.
+    from tasks.sft import lora_config
 
     max_prompt_tokens = model_cfg.max_seq_len - rl_cfg.max_new_tokens
     if max_prompt_tokens < 8 or rl_cfg.temperature <= 0:
@@ -302,110 +289,6 @@ def build_state(base_path: Path, sft_adapter: Path | None, rl_cfg: RLConfig, mod
     return state
 
 
-def save_checkpoint(state: TrainState, path: Path) -> None:
-    """LoRA adapter, value head, optimizer, KL controller, step and RNG state; trainer_state.json is written last."""
-    path.mkdir(parents=True, exist_ok=True)
-    state.policy.save_pretrained(str(path), save_embedding_layers=False)
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"value_head": state.value_head.state_dict(), "optimizer": state.optimizer.state_dict(), "rng": rng},
-               path / "trainer.pt")
-    write_json(path / "trainer_state.json", {"step": state.step, "kl_ctl": state.kl_ctl.state_dict(),
-                                             "rl_config": state.rl_cfg.model_dump(mode="json")})
-
-
-def load_checkpoint(state: TrainState, path: Path) -> None:
-    """Restore what save_checkpoint wrote (the adapter itself is loaded with the model)."""
-    saved = torch.load(path / "trainer.pt", map_location=state.policy.device, weights_only=True)
-    state.value_head.load_state_dict(saved["value_head"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["rng"]["cpu"].cpu())
-    if "cuda" in saved["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in saved["rng"]["cuda"]])
-    meta = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-    state.step = int(meta["step"])
-    state.kl_ctl.load_state_dict(meta["kl_ctl"])
-    now = state.rl_cfg.model_dump(mode="json")
-    changed = sorted(k for k, v in meta.get("rl_config", now).items() if k not in RESUMABLE_CHANGES and now.get(k) != v)
-    if changed:
-        log.warning("resuming %s although rl settings changed since (%s); delete %s to start over",
-                    path, ", ".join(changed), path.parent)
-
-
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The complete step-N checkpoint with the largest N, or None."""
-    done = [p for p in ckpt_dir.glob("step-*") if re.fullmatch(r"step-\d+", p.name) and (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
-
-
-def save_final(state: TrainState, path: Path, metadata: dict[str, Any]) -> None:
-    """Merge the RL LoRA into the weights and save a plain model + tokenizer + metadata.json."""
-    if path.exists():
-        shutil.rmtree(path)
-    merged = state.policy.merge_and_unload()
-    merged.save_pretrained(str(path))
-    state.tokenizer.save_pretrained(str(path))
-    write_json(path / "metadata.json", metadata)
-
-
-def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append one step to rewards.csv (header on first write); floats to 6 significant digits."""
-    new = not path.is_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """rewards.csv as dicts, numbers as floats (step as int), blanks as None."""
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8", newline="") as fh:
-        return [{k: (int(v) if k == "step" else float(v) if v else None) for k, v in r.items()} for r in csv.DictReader(fh)]
-
-
-def keep_rows(path: Path, upto_step: int) -> None:
-    """Drop rows of steps after upto_step, so a resumed run never logs a step twice."""
-    if not path.is_file():
-        return
-    rows = [r for r in read_rows(path) if r["step"] <= upto_step]
-    path.unlink()
-    for r in rows:
-        append_row(path, {k: ("" if v is None else v) for k, v in r.items()})
-
-
-def plot_curves(csv_path: Path, png_path: Path) -> None:
-    """Reward (mean +- std) and KL / KL coefficient per step, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_rows(csv_path)
-    steps = [r["step"] for r in rows]
-    fig, (ax_r, ax_k) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    mean = [r["reward_mean"] for r in rows]
-    std = [r["reward_std"] for r in rows]
-    ax_r.plot(steps, mean, label="reward")
-    ax_r.fill_between(steps, [m - s for m, s in zip(mean, std, strict=True)], [m + s for m, s in zip(mean, std, strict=True)], alpha=0.2)
-    ax_r.set_ylabel("reward")
-    ax_k.plot(steps, [r["kl"] for r in rows], label="KL(policy || ref)", color="tab:red")
-    ax_k.set_ylabel("KL (nats / response)")
-    ax_c = ax_k.twinx()
-    ax_c.plot(steps, [r["kl_coef"] for r in rows], color="tab:gray", linestyle="--", label="kl_coef")
-    ax_c.set_ylabel("kl_coef")
-    ax_k.set_xlabel("PPO step")
-    fig.suptitle("PPO: reward and KL")
-    fig.tight_layout()
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-
-
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     """Prompt indices of 1-based step: consecutive slices of a seeded permutation, a fresh one per pass."""
     out = []
@@ -413,57 +296,3 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + j // n))
         out.append(int(perm[j % n]))
     return out
-
-
-def _load_prompts(path: Path, limit: int | None) -> list[dict]:
-    rows = read_jsonl(path)
-    for i, row in enumerate(rows, 1):
-        if not isinstance(row.get("question"), str) or not row["question"].strip():
-            raise ValueError(f"{path}: row {i} (id {row.get('id')!r}) has no 'question' text; re-run sample_rl_prompts")
-    if not rows:
-        raise ValueError(f"{path} holds no RL prompts; re-run sample_rl_prompts")
-    return rows[:limit] if limit else rows
-
-
-class _file_log:  # noqa: N801 - used like open()
-    """Copy this module's INFO records to training.log (appending) for the duration of a run."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handler = logging.FileHandler(self.path, encoding="utf-8")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        self.level = log.level
-        log.setLevel(min(log.getEffectiveLevel(), logging.INFO))
-        log.addHandler(self.handler)
-
-    def __exit__(self, *exc: object) -> None:
-        log.removeHandler(self.handler)
-        log.setLevel(self.level)
-        self.handler.close()
-
-
-@task(cache_policy=STAGE_CACHE, persist_result=True)
-def ppo_task(
-    prompts_path: Path,
-    base_path: Path,
-    sft_adapter: Path | None,
-    rl_cfg: RLConfig,
-    model_cfg: ModelConfig,
-    workdir: Workdir,
-    reward_fn: RewardFn | None,
-    breakdown_fn: BreakdownFn | None = None,
-    teacher_enabled: bool = False,
-) -> dict[str, Any]:
-    """Prefect stage: PPO into <workdir>/models/rl (checkpoints, rewards.csv, curves.png, final_model)."""
-    logger = get_run_logger()
-    try:
-        summary = train_ppo(prompts_path, base_path, sft_adapter, workdir.rl_checkpoints.parent, rl_cfg, model_cfg,
-                            reward_fn, breakdown_fn, metadata={"teacher_enabled": teacher_enabled})
-    except (OSError, ValueError) as exc:
-        raise StageFailed("rl", exc, "fix the input named above and re-run; training resumes from the last checkpoint") from exc
-    logger.info("PPO: %d steps (resumed from %d), reward %s -> %s; model at %s", summary["steps"],
-                summary["resumed_from_step"], summary["reward_first"], summary["reward_last"], summary["final_model"])
-    return summary

@@ -13,6 +13,7 @@ from prefect import get_run_logger, task
 
 from flows.config import ASSETS_DIR, ModelConfig, RewardConfig, RLConfig, TeacherConfig, Workdir
 from tasks.caching import STAGE_CACHE
+from tasks.errors import StageFailed
 from tasks.reward import RewardEngine, SafetyRules
 from tasks.teacher import Teacher, teacher_configured
 
@@ -73,10 +74,14 @@ def rl_task(
         from tasks.ppo import train_ppo as train
     else:
         from tasks.grpo import train_grpo as train
-    summary = train(
-        prompts_path, base_path, sft_adapter, workdir.rl_checkpoints.parent, rl_cfg, model_cfg,
-        engine.as_reward_fn(), breakdown_fn(engine), metadata={"teacher_enabled": teacher_enabled},
-    )
+    try:
+        summary = train(
+            prompts_path, base_path, sft_adapter, workdir.rl_checkpoints.parent, rl_cfg, model_cfg,
+            engine.as_reward_fn(), breakdown_fn(engine), metadata={"teacher_enabled": teacher_enabled},
+        )
+    except (OSError, ValueError) as exc:
+        hint = "fix the input named above and re-run" + ("; PPO resumes from its last checkpoint" if rl_cfg.algorithm == "ppo" else "")
+        raise StageFailed("rl", exc, hint) from exc
     if engine.teacher is not None:
         engine.teacher.cache.export_jsonl(workdir.rl / "teacher_judgements.jsonl")
     logger.info("%s finished: %s", rl_cfg.algorithm.upper(), {k: summary.get(k) for k in ("steps", "reward_first", "reward_last")})

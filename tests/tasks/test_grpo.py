@@ -4,12 +4,13 @@ import csv
 import json
 
 import pytest
+import torch
 
 from flows.config import LoraConfig, ModelConfig, RLConfig
-from tasks.grpo import SafetyReward, breakdown_means, train_grpo
+from tasks.grpo import SafetyReward, train_grpo
 from tasks.io import write_jsonl
 from tasks.modeling import load_model
-from tasks.ppo import CSV_COLUMNS
+from tasks.rl_files import CSV_COLUMNS, breakdown_means
 from tasks.tiny_model import build_tiny_base
 
 QUESTIONS = ["胸痛三小时怎么办？", "Can I take antibiotics for a cold?", "孩子发烧能吃阿司匹林吗？", "I feel hopeless."]
@@ -18,6 +19,15 @@ PROMPTS = [{"id": f"p{i}", "question": q, "risk_level": "high", "safety_categori
 MODEL = ModelConfig(base="tiny", tiny=True, dtype="float32", max_seq_len=256)
 RL = RLConfig(algorithm="grpo", batch_size=2, grpo_num_generations=2, max_new_tokens=12, steps=2, save_every=2,
               learning_rate=1e-3, lora=LoraConfig(r=4, alpha=8, dropout=0.0), seed=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # Two OpenMP threads on two shared cores spin against other processes and run ~20x slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def think_reward(questions, responses, metas):

@@ -12,19 +12,16 @@ from flows.config import LoraConfig, ModelConfig, RLConfig
 from tasks.io import write_jsonl
 from tasks.modeling import build_chat_prompt, load_policy, load_tokenizer
 from tasks.ppo import (
-    CSV_COLUMNS,
-    append_row,
     batch_indices,
     build_state,
     forward_response,
-    keep_rows,
     ppo_step,
-    read_rows,
     response_mask,
     sample_rollout,
     score_responses,
     train_ppo,
 )
+from tasks.rl_files import CSV_COLUMNS, append_row, keep_rows, read_rows
 from tasks.tiny_model import build_tiny_base
 
 SAFE = "头痛可能有多种原因，应立即就医。"
@@ -241,21 +238,3 @@ def test_reference_stays_the_sft_merged_model_while_the_policy_moves(raw_base, t
     assert torch.allclose(ref[mask], sft_merged[mask], atol=1e-5)
     assert (moved - ref)[mask].abs().max() > 1e-3  # training did move the policy
     assert (sft_merged - plain_base)[mask].abs().max() > 1e-3  # and the SFT adapter was really merged in
-
-
-@pytest.mark.slow
-def test_ppo_task_trains_into_the_workdir(raw_base, prompts, tmp_path, prefect_server):
-    from prefect import flow
-
-    from flows.config import Workdir
-    from tasks.ppo import ppo_task
-
-    @flow
-    def rl_only() -> dict:
-        return ppo_task(prompts, raw_base, None, rl_cfg(steps=1), model_cfg(raw_base), Workdir.at(tmp_path), referral_reward)
-
-    summary = rl_only()
-    assert Path(summary["final_model"]) == tmp_path / "models" / "rl" / "final_model"
-    assert len(read_rows(Path(summary["rewards_csv"]))) == 1
-    meta = json.loads((Path(summary["final_model"]) / "metadata.json").read_text(encoding="utf-8"))
-    assert meta["teacher_enabled"] is False
