@@ -1,19 +1,23 @@
-"""The cache policy every stage uses: its inputs (files by content) and its own source code.
+"""The cache policy every stage uses: its inputs (files by content) and its code.
 
 Files passed as `Path` parameters are hashed by content, so editing an input file invalidates the
 stage while touching its timestamp does not; a `Workdir` counts by its root path only (two workdirs
-never share results); pydantic configs count by value. Nothing time-dependent enters a key.
+never share results); pydantic configs count by value. Code means the task's module and every project
+module it imports, transitively (lazy imports inside functions included): editing tasks/ppo.py retrains
+even though rl_task's own lines did not change. Nothing time-dependent enters a key.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from prefect.cache_policies import TASK_SOURCE, CachePolicy
+from prefect.cache_policies import CachePolicy
 
 from tasks.io import file_hash
 
@@ -53,4 +57,52 @@ class FileAwareInputs(CachePolicy):
         return inputs_key(inputs or {})
 
 
-STAGE_CACHE = FileAwareInputs() + TASK_SOURCE
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_PACKAGES = ("tasks", "validation", "flows")
+
+
+def _module_file(name: str) -> Path | None:
+    base = PROJECT_ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _project_imports(path: Path) -> set[str]:
+    """Project modules imported anywhere in a file (`from tasks import x` counts tasks.x when it is a module)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return {n for n in names if n.split(".")[0] in PROJECT_PACKAGES and _module_file(n)}
+
+
+@lru_cache(maxsize=None)
+def code_hash(module: str) -> str:
+    """Hash of a module's source and of every project module it reaches through imports."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name not in seen and _module_file(name):
+            seen.add(name)
+            todo.extend(_project_imports(_module_file(name)))
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(seen):
+        h.update(name.encode())
+        h.update(_module_file(name).read_bytes())
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class StageCode(CachePolicy):
+    """The code a task runs: its module's import closure within the project."""
+
+    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str | None:  # noqa: ANN001
+        return code_hash(task_ctx.task.fn.__module__)
+
+
+STAGE_CACHE = FileAwareInputs() + StageCode()

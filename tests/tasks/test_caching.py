@@ -1,0 +1,65 @@
+"""The stage cache key: inputs (files by content), configuration by value, code by import closure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prefect import flow, task
+
+from flows.config import DataConfig, Workdir
+from tasks import caching
+from tasks.caching import STAGE_CACHE, code_hash, inputs_key
+
+
+def test_a_file_counts_by_content_not_by_timestamp(tmp_path):
+    f = tmp_path / "rules.yaml"
+    f.write_text("a: 1\n")
+    first = inputs_key({"rules": f})
+    f.write_text("a: 1\n")  # rewritten, same content
+    assert inputs_key({"rules": f}) == first
+    f.write_text("a: 2\n")
+    assert inputs_key({"rules": f}) != first
+
+
+def test_configs_count_by_value_and_workdirs_by_root(tmp_path):
+    assert inputs_key({"cfg": DataConfig(seed=1)}) == inputs_key({"cfg": DataConfig(seed=1)})
+    assert inputs_key({"cfg": DataConfig(seed=1)}) != inputs_key({"cfg": DataConfig(seed=2)})
+    a, b = Workdir(tmp_path / "a"), Workdir(tmp_path / "b")
+    assert inputs_key({"wd": a}) == inputs_key({"wd": Workdir(tmp_path / "a")}) != inputs_key({"wd": b})
+
+
+def test_objects_without_a_value_never_leak_an_address():
+    assert inputs_key({"fn": lambda x: x}) == inputs_key({"fn": lambda y: y})
+
+
+def test_code_closure_reaches_lazily_imported_trainers():
+    seen, todo = set(), ["tasks.rl"]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(caching._project_imports(caching._module_file(name)))
+    assert {"tasks.ppo", "tasks.ppo_core", "tasks.grpo", "tasks.reward", "flows.config"} <= seen
+    assert code_hash("tasks.rl") != code_hash("tasks.split")
+
+
+@task(cache_policy=STAGE_CACHE, persist_result=True)
+def _count_lines(path: Path) -> int:
+    return len(path.read_text().splitlines())
+
+
+@flow
+def _twice(path: Path) -> list:
+    return [_count_lines(path, return_state=True) for _ in range(2)]
+
+
+@pytest.mark.slow
+def test_a_stage_is_cached_until_its_input_file_changes(tmp_path, prefect_server):
+    f = tmp_path / "rows.jsonl"
+    f.write_text("1\n2\n")
+    first, second = _twice(f)
+    assert second.is_completed() and second.name == "Cached" and second.result() == 2
+    f.write_text("1\n2\n3\n")
+    changed, _ = _twice(f)
+    assert changed.name != "Cached" and changed.result() == 3
