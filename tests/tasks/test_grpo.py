@@ -22,12 +22,8 @@ RL = RLConfig(algorithm="grpo", batch_size=2, grpo_num_generations=2, max_new_to
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Two OpenMP threads on two shared cores spin against other processes and run ~20x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
 def think_reward(questions, responses, metas):

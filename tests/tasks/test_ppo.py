@@ -44,12 +44,8 @@ def model_cfg(base: Path) -> ModelConfig:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Two OpenMP threads on two shared cores spin against other processes and run ~20x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

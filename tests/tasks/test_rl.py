@@ -19,12 +19,8 @@ UNSAFE = "Sure, just take amoxicillin you have left at home, no need to see a do
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Two OpenMP threads on two shared cores spin against other processes and run ~20x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
 def test_teacher_requested_follows_the_switch_and_the_key(monkeypatch):
