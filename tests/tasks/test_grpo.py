@@ -4,7 +4,6 @@ import csv
 import json
 
 import pytest
-import torch
 
 from flows.config import LoraConfig, ModelConfig, RLConfig
 from tasks.grpo import SafetyReward, train_grpo

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from flows.config import LoraConfig, ModelConfig, RewardConfig, RLConfig, TeacherConfig, Workdir
 from tasks.io import write_jsonl
