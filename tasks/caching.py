@@ -13,7 +13,7 @@ import ast
 import dataclasses
 import hashlib
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def _project_imports(path: Path) -> set[str]:
     return {n for n in names if n.split(".")[0] in PROJECT_PACKAGES and _module_file(n)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_hash(module: str) -> str:
     """Hash of a module's source and of every project module it reaches through imports."""
     seen, todo = set(), [module]
