@@ -148,18 +148,19 @@ def split_rows(
 ) -> SplitResult:
     """Split classified rows; route red-team rows to the red-team set; draw the gold set from test."""
     result = SplitResult()
-    rows = [{**r, "group": str(r.get("group") or r["id"])} for r in rows]
-    red_groups = {r["group"] for r in rows if is_red_team(r)}
+    groups = [str(r.get("group") or r["id"]) for r in rows]
+    red = [is_red_team(r) for r in rows]
+    red_groups = {group for group, is_red in zip(groups, red, strict=True) if is_red}
     moved = 0
-    for row in rows:
-        if is_red_team(row):
-            result.red_team.append(row | {"split": "red_team"})
+    for row, group, is_red in zip(rows, groups, red, strict=True):
+        if is_red:
+            result.red_team.append({**row, "group": group, "split": "red_team"})
             continue
         # a near duplicate of a red-team prompt must never be trained on: hold its group out in test
-        held_out = row["group"] in red_groups
-        split = "test" if held_out else split_of(row["group"], cfg.seed, cfg.dev_fraction, cfg.test_fraction)
+        held_out = group in red_groups
+        split = "test" if held_out else split_of(group, cfg.seed, cfg.dev_fraction, cfg.test_fraction)
         moved += held_out
-        getattr(result, split).append(row | {"split": split})
+        getattr(result, split).append({**row, "group": group, "split": split})  # one copy per row
     if moved:
         result.notes.append(
             f"{moved} rows share a near-duplicate group with a red-team prompt: held out in test"

@@ -75,12 +75,16 @@ def _column(df: pd.DataFrame, name: str) -> pd.Series:
 
 
 def _flag(values: pd.Series, members: set[Any]) -> pd.Series:
-    return values.map(lambda v: int(isinstance(v, Hashable) and v in members)).astype("int64")
+    # as objects: an Arrow string column's isin converts every member to an Arrow scalar first
+    try:
+        return values.astype(object).isin(members).astype("int64")
+    except TypeError:  # an unhashable cell (a list where text belongs): judge cell by cell
+        return values.map(lambda v: int(isinstance(v, Hashable) and v in members)).astype("int64")
 
 
 def _col(rows: list[dict[str, Any]], key: str) -> set[Any]:
     values = (r.get(key) for r in rows)
-    return {v for v in values if v is not None and isinstance(v, Hashable)}
+    return {v for v in values if type(v) is str or (v is not None and isinstance(v, Hashable))}
 
 
 def _processed_frame(name: str, tables: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:

@@ -7,17 +7,21 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from flows.config import Workdir
+from flows.config import ASSETS_DIR, Workdir
+from tasks import classify_risk
 from tasks.classify_risk import (
     DEFAULT_LEXICON,
     RiskClassifier,
     classify_file,
     classify_risk_task,
     classify_rows,
+    label_all,
+    label_row,
     load_lexicon,
     normalize,
     options_start,
     risk_distribution,
+    trim,
 )
 from tasks.io import read_jsonl, write_jsonl
 from tasks.records import RISK_LEVELS, SAFETY_CATEGORIES
@@ -222,6 +226,47 @@ def test_classify_file_writes_rows_and_summary(clf: RiskClassifier, tmp_path: Pa
     assert summary["curated"] == 1 and "胸痛" in summary["top_evidence"]
     assert summary["lexicon_version"] == load_lexicon(DEFAULT_LEXICON).version
     json.dumps(summary)  # JSON-able for Prefect's result store
+
+
+# ---- the file pipeline: the context shortcut and worker processes ---------------------------------
+
+
+def _sample_rows() -> list[dict]:
+    rows = []
+    for lang in ("zh", "en"):
+        source = json.loads((ASSETS_DIR / "samples" / f"medical_o1_{lang}.json").read_text(encoding="utf-8"))
+        for i, r in enumerate(source):
+            texts = {k: str(r.get(v) or "") for k, v in (("think", "Complex_CoT"), ("answer", "Response"))}
+            rows.append(_row(str(r.get("Question") or ""), lang=lang, id=f"{lang}{i}", **texts))
+    return rows
+
+
+CONTEXT_DECIDES = [  # the question leaves the concern (or the level) to the reasoning and answer
+    _row("这个病怎么治疗？", answer="可以用阿莫西林或者头孢，也可以用左氧氟沙星"),  # no templated evidence
+    _row("阿莫西林和头孢有什么区别？", answer="左氧氟沙星也是抗生素，胸痛要就医"),  # two drug terms of three
+    _row("What is the difference between amoxicillin and metformin?", lang="en", answer="Ibuprofen and lisinopril too."),
+    _row("最近睡不好怎么办？", think="考虑焦虑", answer="可在医生指导下用唑吡坦"),  # nothing: the level too
+    _row("能吃阿莫西林吗？", answer="头孢和左氧氟沙星也可以"),  # settled by the question's category
+]
+
+
+def test_context_shortcut_changes_no_label(clf: RiskClassifier) -> None:
+    concern = trim(label_row(CONTEXT_DECIDES[1], clf, weak_evidence=False)).safety_concern
+    assert concern == "涉及处方药物（阿莫西林、头孢、左氧氟沙星）"  # the answer's drug completes the list
+    for row in _sample_rows() + CONTEXT_DECIDES:
+        full, fast = trim(label_row(row, clf)), trim(label_row(row, clf, weak_evidence=False))
+        assert fast == full, row["question"]
+
+
+def test_worker_processes_label_like_this_process(
+    clf: RiskClassifier, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = _sample_rows() * 2 + [_row("能吃安定吗", id="c", risk_level="high", labelled=True)]
+    monkeypatch.setattr(classify_risk, "CHUNK_ROWS", 40)  # several chunks: some to the worker, some here
+    alone = label_all(rows, clf, workers=0)
+    assert label_all(rows, clf, workers=1, min_rows=1) == alone
+    assert "workers failed" not in caplog.text  # the worker labelled its chunks; nothing fell back
+    assert alone[-1] is None and all(label is not None for label in alone[:-1])
 
 
 # ---- exam answer options --------------------------------------------------------------------

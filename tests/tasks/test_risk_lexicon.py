@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from flows.config import ASSETS_DIR
 from tasks.classify_risk import RiskClassifier, classify_rows, risk_distribution
 from tasks.io import read_jsonl
 from tasks.records import SAFETY_CATEGORIES
-from tasks.risk_lexicon import DEFAULT_LEXICON, Lexicon, TermMatcher, load_lexicon, normalize
+from tasks.risk_lexicon import DEFAULT_LEXICON, Lexicon, load_lexicon, normalize
+from tasks.term_matcher import TermMatcher, literal_prefixes
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +128,74 @@ def test_patterns_obey_negation_and_report_their_start() -> None:
     matcher = TermMatcher(_lexicon(zh=["x"], patterns={"zh": ["剧烈.{0,2}腹痛"]}), "zh")
     assert [(s, t) for s, t, _ in matcher.hits("昨起剧烈上腹痛")] == [(2, "剧烈上腹痛")]
     assert matcher.hits("无剧烈上腹痛") == []
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefixes"),
+    [
+        ("(?:a|bc)?d", ["ad", "bcd", "d"]),
+        ("ab+c", ["ab"]),
+        ("[xy]z?w", ["xw", "xzw", "yw", "yzw"]),
+        (r"(?<![a-z])\bfoo", ["foo"]),
+        ("x{2,3}y", ["x"]),
+        ("ab|abc", ["ab"]),  # abc adds nothing: every match it begins also begins with ab
+        (r"\w+x", None),  # no literal start: searched everywhere
+        ("(?i)ab", None),
+        ("a|", None),  # may match empty
+    ],
+)
+def test_literal_prefixes_begin_every_match(pattern: str, prefixes: list[str] | None) -> None:
+    assert literal_prefixes(re.compile(pattern)) == prefixes
+
+
+def test_every_shipped_pattern_is_tried_only_at_its_prefixes() -> None:
+    lexicon = load_lexicon(DEFAULT_LEXICON)
+    for lang in ("zh", "en"):
+        matcher = TermMatcher(lexicon, lang)
+        assert matcher.patterns and matcher.scan_everywhere == set(), lang
+
+
+def _sample_texts() -> list[tuple[str, str]]:
+    texts = []
+    for lang in ("zh", "en"):
+        rows = json.loads((ASSETS_DIR / "samples" / f"medical_o1_{lang}.json").read_text(encoding="utf-8"))
+        texts += [(normalize(v, lang), lang) for r in rows for v in r.values() if isinstance(v, str)]
+    return texts
+
+
+def test_pattern_spans_equal_finditer_on_samples_and_noise() -> None:
+    lexicon = load_lexicon(DEFAULT_LEXICON)
+    matchers = {lang: TermMatcher(lexicon, lang) for lang in ("zh", "en")}
+    rng = random.Random(7)
+    pieces = {"zh": list("吃了一把安眠药血钾6.8剧烈上腹痛嘴角歪无痛性黄疸中风的风险，。"), "en": list("took too many pills k+ 7.2 face droops ")}
+    noise = [("".join(rng.choice(pieces[lang]) for _ in range(rng.randint(0, 60))), lang) for lang in ("zh", "en") for _ in range(400)]
+    for text, lang in _sample_texts() + noise:
+        matcher = matchers[lang]
+        expected = [(m.start(), m.end(), m.group(0), (g, r)) for rx, g, r in matcher.patterns for m in rx.finditer(text)]
+        assert list(matcher._pattern_spans(text)) == expected, text
+
+
+def test_negation_precheck_never_hides_a_cue() -> None:
+    """_cue_nearby may say yes too often, never no where _negated would find a cue (the window edge
+    can cut "techno" to "no", which reads as a cue at the span's start)."""
+    lexicon = load_lexicon(DEFAULT_LEXICON)
+    matchers = {lang: TermMatcher(lexicon, lang) for lang in ("zh", "en")}
+    # the 80-character window starts inside "techno" when k == 0: "no" then opens the span as a word
+    edges = [("tech" + "no " + "a" * (25 + k) + " " + "b" * 25 + " " + "c" * 24 + " chest pain; no fever", "en") for k in range(-3, 4)]
+    edges += [("无" * k + "患者无发热，否认胸痛，未见抽搐，没有头痛", "zh") for k in range(12)]
+    cases = [(normalize(t, lang), lang, 1) for t, lang in edges] + [(t, lang, 3) for t, lang in _sample_texts()]
+    checked = 0
+    for text, lang, step in cases:
+        matcher = matchers[lang]
+        scope = matcher._scope(text)
+        for start in range(0, len(text) + 1, step):
+            for mode in ("all", "clinical"):
+                if not matcher._cue_nearby(text, start, mode, scope):
+                    checked += 1
+                    assert not matcher._negated(text, start, mode), (text, start, mode)
+    assert checked > 10_000
+    cut = normalize(edges[3][0], "en")
+    assert matchers["en"]._negated(cut, cut.index("chest"), "all")  # the edge case above is exercised
 
 
 @pytest.mark.parametrize(

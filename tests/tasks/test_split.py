@@ -65,6 +65,17 @@ def test_split_is_deterministic_and_depends_on_seed():
     assert _split_of(first) != _split_of(other)
 
 
+def test_rows_are_copied_once_with_group_and_split_set_in_place():
+    rows = _rows(60) + [{k: v for k, v in _row(7000, "").items() if k not in ("group", "split")}]
+    before = json.dumps(rows, ensure_ascii=False)
+    result = split_rows(rows, [], DataConfig(dev_fraction=0.2, test_fraction=0.2, gold_size=0))
+    assert json.dumps(rows, ensure_ascii=False) == before  # the input is not modified
+    out = {r["id"]: r for table in result.tables().values() for r in table}
+    assert list(out["r00000"]) == list(rows[0])  # existing keys keep their place
+    assert list(out["r07000"])[-2:] == ["group", "split"] and out["r07000"]["group"] == "r07000"
+    assert all(out[r["id"]] is not r for r in rows)
+
+
 def test_near_duplicate_groups_never_straddle_splits():
     rows = _rows(900, per_group=3)
     result = split_rows(rows, [], DataConfig(dev_fraction=0.1, test_fraction=0.1, gold_size=10))

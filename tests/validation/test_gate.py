@@ -98,6 +98,31 @@ def test_derived_flags_mark_cross_table_problems(good_case):
     assert frames["red_team"]["id_in_splits"].sum() == 0
 
 
+def test_data_docs_are_built_once_with_a_page_per_table(good_case):
+    _corrupt(good_case)
+    result = run_quality_gate(good_case.workdir, good_case.gate, good_case.sampling, good_case.data)
+    docs = good_case.workdir.data_quality_reports / "data_docs"
+    assert result.data_docs_index == str(docs / "index.html")
+    suites = set(result.suites)
+    assert {p.stem for p in (docs / "expectations").glob("*.html")} == suites
+    assert {p.parts[len(docs.parts) + 1] for p in (docs / "validations").rglob("*.html")} == suites
+    page = next((docs / "validations" / "rl_prompts").rglob("*.html")).read_text(encoding="utf-8")
+    assert "safety_copies" in page and "is_critical_high" in page  # failures shown with their columns
+    index = (docs / "index.html").read_text(encoding="utf-8")
+    assert all(name in index for name in suites)
+
+
+def test_flags_survive_cells_that_are_not_text(good_case):
+    train = good_case.workdir.processed / "train.jsonl"
+    _edit(train, lambda rows: rows + [dict(rows[0], id=["not", "text"], group=None)])
+    frame = build_frames(load_tables(good_case.workdir))["train"]
+    assert frame["id_in_test"].tolist()[-1] == 0 and frame["id_in_test"].dtype == "int64"
+    result = run_quality_gate(good_case.workdir, good_case.gate, good_case.sampling, good_case.data, build_docs=False)
+    assert ("processed_train", "expect_column_values_to_be_of_type", "id") in {
+        (f.suite, f.expectation_type, f.column) for f in result.failed
+    }
+
+
 def test_missing_table_names_the_stage_to_run(good_case):
     good_case.workdir.training_prompts.unlink()
     with pytest.raises(

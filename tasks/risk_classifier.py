@@ -1,0 +1,260 @@
+"""RiskClassifier: a row's risk level, safety categories and concern from the lexicon's hits.
+
+Pure and free of Prefect, so classification worker processes start in well under a second
+(tasks/classify_risk.py runs them for large inputs). Labels come from the question; the reasoning and
+answer may add only weak evidence. Exam answer options ("A. 胃癌 B. ... C. ...") name candidates, not
+what the asker has: a term found only there counts as its plain kind capped at medium.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.records import LANGS, RISK_LEVELS, SAFETY_CATEGORIES
+from tasks.risk_lexicon import DEFAULT_LEXICON, SEVERITY_RANK, Lexicon, TermGroup, load_lexicon, normalize
+from tasks.term_matcher import TermMatcher
+
+_MEDIUM = SEVERITY_RANK["medium"]
+# An option marker: "A." "B、" "C)" "(d)" not inside a word; texts are already lower-cased by normalize.
+_OPTION = re.compile(r"(?<![a-z0-9])\(?([a-f])\s?[.、:)]")
+_CATEGORY_RANK = {c: len(SAFETY_CATEGORIES) - i for i, c in enumerate(SAFETY_CATEGORIES)}
+
+
+def options_start(norm: str) -> int:
+    """Where exam answer options begin in a normalized text (markers a, b, c in order), else its length."""
+    seen: dict[str, int] = {}
+    for match in _OPTION.finditer(norm):
+        letter = match.group(1)
+        if letter == "a":
+            seen = {"a": match.start()}
+        elif seen and chr(ord(letter) - 1) in seen and letter not in seen:
+            seen[letter] = match.start()
+            if letter == "c":
+                return seen["a"]
+    return len(norm)
+
+
+@dataclass(frozen=True)
+class RiskLabel:
+    """A row's risk: level, categories in canonical order, a short concern, and the terms behind it."""
+
+    risk_level: str
+    safety_categories: list[str]
+    safety_concern: str | None
+    evidence: list[dict[str, str]] = field(default_factory=list)
+
+
+class RiskClassifier:
+    """Scores a text against the lexicon: the highest severity found sets the risk level."""
+
+    def __init__(self, lexicon: Lexicon) -> None:
+        self.lexicon = lexicon
+        self._matchers = {lang: TermMatcher(lexicon, lang) for lang in LANGS}
+        # groups whose evidence changes inside answer options (see _item)
+        self._option_sensitive = {
+            g.name for g in lexicon.groups if g.category or SEVERITY_RANK[g.severity] > _MEDIUM
+        }
+        self._group_names = {
+            kind: frozenset(g.name for g in lexicon.groups if g.kind == kind)
+            for kind in {g.kind for g in lexicon.groups}
+        }
+
+    @classmethod
+    def from_yaml(cls, path: Path | None = None) -> RiskClassifier:
+        return cls(load_lexicon(Path(path) if path else DEFAULT_LEXICON))
+
+    def classify(self, text: str, lang: str) -> RiskLabel:
+        return self._label(self._evidence(text, lang), lang)
+
+    def _evidence(
+        self, text: str, lang: str, combine: bool = True, groups: frozenset[str] | None = None
+    ) -> list[dict[str, str]]:
+        """Evidence strongest first; combine=False skips the combinations (categories) and the sort;
+        `groups` limits the evidence to those groups' hits (containment still judged on every hit)."""
+        if lang not in self._matchers:
+            raise ValueError(f"unknown lang {lang!r}; expected one of {', '.join(LANGS)}")
+        norm = normalize(text or "", lang)
+        options = -1  # found on the first hit that needs it: most texts have none
+        evidence: dict[tuple[str, str], dict[str, str]] = {}
+        by_kind: dict[str, list[str]] = {}
+        for start, term, group in self._matchers[lang].hits(norm, groups):
+            key = (term, group.name)
+            if key not in evidence:  # hits come in text order: the stem's wins
+                if options < 0 and group.name in self._option_sensitive:
+                    options = options_start(norm)
+                evidence[key] = _item(term, group, in_options=0 <= options <= start)
+            kind_terms = by_kind.setdefault(group.kind, [])
+            if term not in kind_terms:
+                kind_terms.append(term)
+        if not combine:
+            return list(evidence.values())
+        for combo in self.lexicon.combinations:
+            found = [next((by_kind[k][0] for k in slot if k in by_kind), None) for slot in combo.requires]
+            if all(found):
+                term = "+".join(found)
+                evidence[(term, combo.name)] = {
+                    "term": term,
+                    "category": combo.category,
+                    "severity": combo.severity,
+                }
+        return sorted(evidence.values(), key=_strength, reverse=True)
+
+    def _label(self, evidence: list[dict[str, str]], lang: str) -> RiskLabel:
+        level = evidence[0]["severity"] if evidence else "low"  # evidence comes strongest first
+        found = {e.get("category") for e in evidence}
+        categories = [c for c in SAFETY_CATEGORIES if c in found]
+        return RiskLabel(
+            level, categories, self._concern(evidence, lang) if level != "low" else None, evidence
+        )
+
+    def _concern(self, evidence: list[dict[str, str]], lang: str) -> str | None:
+        """Text from the strongest evidence that has a concern template (a bare topic has none)."""
+        for top in evidence:
+            key = top.get("category") or top.get("kind")
+            if key in self.lexicon.concerns:
+                terms = [e["term"] for e in evidence if (e.get("category") or e.get("kind")) == key][:3]
+                sep = "、" if lang == "zh" else ", "
+                return self.lexicon.concerns[key][lang].format(terms=sep.join(terms))
+        return None
+
+    def classify_row(
+        self, question: str, context: str, lang: str, *, weak_evidence: bool = True
+    ) -> RiskLabel:
+        """Label from the question; context (reasoning + answer) may add only uncategorised evidence
+        up to medium, because a reference answer's differential ("if chest pain, call 120") describes
+        the answer, not the risk of the prompt the model will be given. weak_evidence=False reads the
+        context only for what can change level, categories or concern (the evidence then lacks the rest)."""
+        primary = self._evidence(question, lang)
+        kinds = None if weak_evidence else self._deciding_kinds(primary)
+        if kinds is not None and not kinds:
+            return self._label(primary, lang)
+        groups = None if kinds is None else frozenset().union(*(self._group_names[k] for k in kinds))
+        seen = {(e["term"], e.get("kind")) for e in primary}
+        # unsorted is enough: the sort below is stable and extras never outrank each other by category
+        extra = [
+            e
+            for e in self._evidence(context, lang, combine=False, groups=groups)
+            if "kind" in e and SEVERITY_RANK[e["severity"]] <= _MEDIUM and (e["term"], e["kind"]) not in seen
+        ]
+        return self._label(sorted(primary + extra, key=_strength, reverse=True), lang)
+
+    def _deciding_kinds(self, primary: list[dict[str, str]]) -> set[str] | None:
+        """The kinds whose context evidence can still change level or concern (None: any kind).
+
+        Context adds kinds at most medium, placed after the question's equals: with the level at
+        least medium, only the concern can change - through templated kinds when the question has
+        no templated evidence, or through the concern's own kind while it has fewer than three terms.
+        """
+        if not primary or SEVERITY_RANK[primary[0]["severity"]] < _MEDIUM:
+            return None
+        keys = [e.get("category") or e.get("kind") for e in primary]
+        top = next((i for i, key in enumerate(keys) if key in self.lexicon.concerns), None)
+        if top is None:
+            return {kind for kind in self._group_names if kind in self.lexicon.concerns}
+        if SEVERITY_RANK[primary[top]["severity"]] < _MEDIUM:
+            return None
+        same = [
+            e
+            for e, key in zip(primary, keys, strict=True)
+            if key == keys[top] and SEVERITY_RANK[e["severity"]] >= _MEDIUM
+        ]
+        return {keys[top]} if keys[top] in self._group_names and len(same) < 3 else set()
+
+
+def _item(term: str, group: TermGroup, in_options: bool) -> dict[str, str]:
+    """Evidence for one hit; in answer options only the plain kind counts, at most medium."""
+    if in_options and (group.category or SEVERITY_RANK[group.severity] > _MEDIUM):
+        return {"term": term, "kind": group.kind, "severity": "medium"}
+    label = {"category": group.category} if group.category else {"kind": group.kind}
+    return {"term": term, **label, "severity": group.severity}
+
+
+def _strength(evidence: dict[str, str]) -> tuple[int, int]:
+    """Severity first; at equal severity a safety category beats a plain kind, in canonical order."""
+    return SEVERITY_RANK[evidence["severity"]], _CATEGORY_RANK.get(evidence.get("category"), 0)
+
+
+def label_row(
+    row: dict[str, Any], classifier: RiskClassifier, weak_evidence: bool = True
+) -> RiskLabel | None:
+    """The row's label, or None for a curated row (row["labelled"] with a risk_level) that keeps its own."""
+    if row.get("labelled") and row.get("risk_level"):
+        return None
+    lang = row.get("lang")
+    if lang not in LANGS:
+        raise ValueError(
+            f"row {row.get('id', '?')}: lang {lang!r} is not one of {LANGS}; fix the cleanup stage output"
+        )
+    context = "\n".join(str(row.get(k) or "") for k in ("think", "answer"))
+    return classifier.classify_row(str(row.get("question") or ""), context, lang, weak_evidence=weak_evidence)
+
+
+def apply_label(row: dict[str, Any], label: RiskLabel | None) -> dict[str, Any]:
+    """A copy of the row with the label's risk fields (a curated row keeps its own)."""
+    out = dict(row)
+    if label is None:
+        out.setdefault("safety_categories", [])
+        out.setdefault("safety_concern", None)
+    else:
+        out.update(
+            risk_level=label.risk_level,
+            safety_categories=label.safety_categories,
+            safety_concern=label.safety_concern,
+        )
+    return out
+
+
+def iter_labelled(
+    rows: Iterable[dict[str, Any]], classifier: RiskClassifier
+) -> Iterator[tuple[dict[str, Any], RiskLabel | None]]:
+    """Yield (labelled copy of row, label); curated rows (row["labelled"]) pass through with label None."""
+    for row in rows:
+        label = label_row(row, classifier)
+        yield apply_label(row, label), label
+
+
+def classify_rows(rows: Iterable[dict[str, Any]], classifier: RiskClassifier) -> list[dict[str, Any]]:
+    """Rows with risk_level, safety_categories and safety_concern filled (curated labels kept)."""
+    return [row for row, _ in iter_labelled(rows, classifier)]
+
+
+def risk_distribution(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and shares per risk level (every level listed), plus counts per safety category."""
+    rows = list(rows)
+    levels = Counter(row.get("risk_level") or "low" for row in rows)
+    categories = Counter(c for row in rows for c in row.get("safety_categories") or [])
+    total = len(rows)
+    return {
+        "total": total,
+        "counts": {level: levels.get(level, 0) for level in RISK_LEVELS},
+        "shares": {level: round(levels.get(level, 0) / total, 4) if total else 0.0 for level in RISK_LEVELS},
+        "categories": {c: categories.get(c, 0) for c in SAFETY_CATEGORIES},
+    }
+
+
+# ---- worker processes (tasks/classify_risk.py) -------------------------------------------------------
+
+_WORKER: dict[str, RiskClassifier] = {}
+
+
+def start_worker(lexicon: Lexicon) -> None:
+    """Process-pool initializer: compile the lexicon once per worker."""
+    _WORKER["classifier"] = RiskClassifier(lexicon)
+
+
+def label_chunk(rows: list[dict[str, Any]]) -> list[RiskLabel | None]:
+    """Labels of a chunk of rows, in a worker (its evidence trimmed to what classify_file reports)."""
+    return [trim(label_row(row, _WORKER["classifier"], weak_evidence=False)) for row in rows]
+
+
+def trim(label: RiskLabel | None, min_rank: int = SEVERITY_RANK["high"]) -> RiskLabel | None:
+    """The label with only its high and critical evidence: all a file summary reads, a fraction to send."""
+    if label is None:
+        return None
+    strong = [e for e in label.evidence if SEVERITY_RANK[e["severity"]] >= min_rank]
+    return RiskLabel(label.risk_level, label.safety_categories, label.safety_concern, strong)

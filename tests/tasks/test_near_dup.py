@@ -1,0 +1,54 @@
+"""Near duplicates: MinHash signatures, LSH candidates and exact Jaccard, independent of how texts are batched."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from tasks import cleanup, near_dup
+from tasks.near_dup import _chunks, exact_jaccard, minhash_signatures, shingle_hashes, similar_pairs
+
+
+def _texts(n: int, seed: int = 3) -> list[str]:
+    rng = random.Random(seed)
+    words = ["fever", "cough", "胸痛", "头痛", "ibuprofen", "阿莫西林", "rash", "3 days", "咳嗽", "血压"]
+    return ["".join(rng.choice(words) + " " for _ in range(rng.randint(0, 60))) for _ in range(n)]
+
+
+def test_signatures_do_not_depend_on_the_batch_size(monkeypatch):
+    texts = _texts(300) + ["", "abc", "短"]  # shorter than a shingle: padded, still signed
+    whole = minhash_signatures(texts)
+    assert len(list(_chunks(texts, budget=500))) > 10
+    monkeypatch.setattr(near_dup, "_chunks", lambda t, budget=0: _chunks(t, budget=500))
+    assert np.array_equal(minhash_signatures(texts), whole)
+    one_by_one = np.vstack([minhash_signatures([t]) for t in texts])
+    assert np.array_equal(one_by_one, whole)
+
+
+def test_exact_jaccard_counts_distinct_shingles():
+    texts = ["abcdefgh", "abcdefgX", "zzzzzzzzzz"]
+    h, offsets = shingle_hashes(texts)
+    assert offsets.tolist() == [0, 4, 8] and h.size == 4 + 4 + 6
+    jac = exact_jaccard(texts, np.array([[0, 1], [0, 2]]))
+    assert jac.tolist() == [3 / 5, 0.0]  # shared abcde bcdef cdefg of 5 distinct; none with z-runs
+
+
+def test_similar_pairs_finds_a_near_copy_among_unrelated_rows():
+    texts = _texts(400)
+    texts[250] = texts[17].replace("fever", "fevers", 1) if "fever" in texts[17] else texts[17] + "!"
+    found = {(i, j) for i, j, jac in similar_pairs(texts, 0.9)}
+    assert (17, 250) in found
+    assert all(jac >= 0.9 for _, _, jac in similar_pairs(texts, 0.9))
+
+
+def test_cleanup_still_exports_the_near_duplicate_names():
+    for name in (
+        "minhash_signatures",
+        "lsh_pairs",
+        "exact_jaccard",
+        "similar_pairs",
+        "dedup_near",
+        "GROUP_THRESHOLD",
+    ):
+        assert getattr(cleanup, name) is getattr(near_dup, name)
