@@ -3,12 +3,14 @@
     python benchmarks/bench_data_flow.py                   # 50,000 rows, a temporary Prefect server
     python benchmarks/bench_data_flow.py --rows 100000 --keep runs/bench   # keep the workdir to inspect
 
-Rows are in the upstream schema (Question, Complex_CoT, Response), about half Chinese and half English,
-built from the sentences of the shipped samples (data/samples) with varied ages, durations and vital
-signs: exam vignettes with options and patient questions, ~25% with high-risk wording (~35% labelled critical or high), plus exact and
-near copies and a few malformed lines. The real `flows.data.data_flow` runs on them under
-prefect_test_harness with the tiny profile's settings (target_size 2000); the server's start-up is
-timed apart and left out of rows/s. Per-stage seconds come from the task runs the server recorded.
+Rows are in the upstream schema (Question, Complex_CoT, Response), half Chinese and half English, built
+from the sentences of the shipped samples with varied ages, durations and vital signs: exam vignettes
+with options and patient questions, ~25% with high-risk wording (~35% end up critical or high), exact
+and near copies, a few malformed lines. The real `flows.data.data_flow` runs on them under
+prefect_test_harness with the tiny profile's settings and target_size 2000; the server's start-up is
+timed apart and left out of rows/s. Per stage: wall seconds as the server recorded the task runs, CPU
+seconds of this process and of classification workers. peak_rss_mib.largest_child is ru_maxrss of the
+reaped children, which also counts a child's copy of this process between fork and exec.
 """
 
 from __future__ import annotations
