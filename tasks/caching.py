@@ -17,7 +17,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from prefect import Task
 from prefect.cache_policies import CachePolicy
+from prefect.logging import get_run_logger
 
 from tasks.io import file_hash
 
@@ -106,3 +108,50 @@ class StageCode(CachePolicy):
 
 
 STAGE_CACHE = FileAwareInputs() + StageCode()
+
+
+def _missing_outputs(result: Any, roots: list[Path]) -> list[str]:
+    """Paths under a run's workdir that a stage's result names but that are no longer on disk."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+        elif isinstance(value, (str, Path)) and len(str(value)) < 4096:
+            path = Path(value)
+            if path.is_absolute() and any(path.is_relative_to(r) for r in roots) and not path.exists():
+                found.append(str(path))
+
+    walk(result)
+    return found
+
+
+class Stage(Task):
+    """A cached pipeline stage that never hands back outputs which are gone.
+
+    The cache key says *what* a stage computed, not whether its files are still there: after
+    `rm -rf runs/demo` a cache hit would return paths to nothing and the next stage would fail. When a
+    result names files under the run's workdir that no longer exist, the stage runs again.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from flows.config import Workdir  # local: flows imports tasks
+
+        result = super().__call__(*args, **kwargs)
+        roots = [v.root for v in (*args, *kwargs.values()) if isinstance(v, Workdir)]
+        if roots and kwargs.get("return_state") is None and (missing := _missing_outputs(result, roots)):
+            get_run_logger().warning(
+                "%s: the cached result names %d missing output(s) (%s); running it again",
+                self.name, len(missing), missing[0],
+            )
+            result = self.with_options(refresh_cache=True)(*args, **kwargs)
+        return result
+
+
+def stage(fn: Any) -> Stage:
+    """Decorator for a pipeline stage: a Prefect task cached on its inputs and code (STAGE_CACHE)."""
+    return Stage(fn=fn, cache_policy=STAGE_CACHE, persist_result=True)

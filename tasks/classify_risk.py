@@ -20,10 +20,10 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from flows.config import Workdir
-from tasks.caching import STAGE_CACHE
+from tasks.caching import stage
 from tasks.io import read_jsonl, write_jsonl
 from tasks.risk_classifier import (  # noqa: F401  (the classifier's names, re-exported for callers of this stage)
     RiskClassifier,
@@ -133,7 +133,7 @@ def classify_file(
     }
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def classify_risk_task(
     rows_path: Path,
     workdir: Workdir,

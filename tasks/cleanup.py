@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from flows.config import DataConfig, Workdir
-from tasks.caching import STAGE_CACHE
+from tasks.caching import stage
 from tasks.download import SCHEMA_BY_NAME, RawRecord, Schema, iter_raw_records, read_manifest
 from tasks.errors import MedsafeError
 from tasks.io import text_hash, write_jsonl
@@ -273,7 +273,7 @@ def expected_rows(manifest_path: Path, max_rows_per_source: int | None) -> int:
     return sum(int(min(e["rows"], cap)) for e in read_manifest(manifest_path))
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def cleanup_task(raw_manifest_path: Path, workdir: Workdir, data_cfg: DataConfig) -> dict[str, Any]:
     """Write data/processed/cleaned.jsonl and data/quarantine/cleanup.jsonl; return the counts."""
     logger = get_run_logger()

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from flows.config import ASSETS_DIR, DataConfig, Workdir
-from tasks.caching import STAGE_CACHE
+from tasks.caching import stage
 from tasks.errors import MedsafeError
 from tasks.io import write_json, write_jsonl
 from tasks.raw_files import (  # noqa: F401  (re-exported: the readers this module used to define)
@@ -288,7 +288,7 @@ def download_sources(sources: list[str | Path], raw_dir: Path) -> Path:
     return manifest_path
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def download_task(sources: list[str | Path], workdir: Workdir, data_cfg: DataConfig) -> dict[str, Any]:
     """Fetch or copy the sources into data/raw/ (pass local files as Path: see `source_inputs`)."""
     logger = get_run_logger()

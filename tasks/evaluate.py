@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from flows.config import EvalConfig, ModelConfig, Profile, Workdir
-from tasks.caching import STAGE_CACHE
+from tasks.caching import stage
 from tasks.errors import MedsafeError
 from tasks.io import file_hash, iter_jsonl, write_json, write_jsonl
 from tasks.records import LANGS, RISK_LEVELS, SAFETY_CATEGORIES
@@ -295,7 +295,7 @@ def _adapter_base(model_path: Path, model_cfg: ModelConfig, workdir: Workdir) ->
     return Path(resolve_base_model(model_cfg, workdir))
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def generate_task(model_path: Path, prompt_files: list[Path], workdir: Workdir, profile: Profile, name: str) -> dict[str, Any]:
     """Prefect stage: predictions of one model on the prompt sets, under reports/eval/<name>/."""
     logger = get_run_logger()
@@ -307,7 +307,7 @@ def generate_task(model_path: Path, prompt_files: list[Path], workdir: Workdir, 
     return {"name": name, "rows": rows, "predictions": str(out), "meta": str(meta_path(out))}
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def evaluate_task(predictions_path: Path, workdir: Workdir, profile: Profile, name: str, teacher_mode: str,
                   rules_path: Path | None = None) -> dict[str, Any]:
     """Prefect stage: score predictions and write reports/eval/<name>/ (report.md/.html, metrics.json, rows.csv, chart)."""
@@ -325,7 +325,7 @@ def evaluate_task(predictions_path: Path, workdir: Workdir, profile: Profile, na
     return summary
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def compare_task(metrics_paths: dict[str, Path], workdir: Workdir, name: str) -> dict[str, Any]:
     """Prefect stage: runs side by side (SFT vs RL) under reports/eval/<name>/, plus Prefect artifacts."""
     from tasks.eval_report import publish_comparison_artifacts, run_comparison

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from flows.config import ASSETS_DIR, ModelConfig, RewardConfig, RLConfig, TeacherConfig, Workdir
-from tasks.caching import STAGE_CACHE
+from tasks.caching import stage
 from tasks.errors import StageFailed
 from tasks.reward import RewardEngine, SafetyRules
 from tasks.teacher import Teacher, teacher_configured
@@ -41,7 +41,7 @@ def breakdown_fn(engine: RewardEngine):  # noqa: ANN201
     return score
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def base_model_task(model_cfg: ModelConfig, workdir: Workdir) -> str:
     """Resolve the base model: build the tiny one locally, or find the hub/local one (clear error offline)."""
     from tasks.modeling import resolve_base_model
@@ -51,7 +51,7 @@ def base_model_task(model_cfg: ModelConfig, workdir: Workdir) -> str:
     return path
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def rl_task(
     prompts_path: Path,
     base_path: Path,

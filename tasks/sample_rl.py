@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from flows.config import SamplingConfig, Workdir
-from tasks.caching import STAGE_CACHE
+from tasks.caching import stage
 from tasks.io import read_jsonl, write_json, write_jsonl
 from tasks.records import HIGH_RISK_LEVELS, RISK_LEVELS
 from tasks.split import SAFETY_RED_TEAM_SOURCE, unit_hash
@@ -153,7 +153,7 @@ def summarize(report: SamplingReport, cfg: SamplingConfig) -> dict[str, Any]:
     }
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def sample_rl_task(
     train: Path, red_team: Path, gold_set: Path, sampling_cfg: SamplingConfig, workdir: Workdir
 ) -> dict[str, Any]:

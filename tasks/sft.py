@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from flows.config import LoraConfig as LoraSection
 from flows.config import ModelConfig, SFTConfig, Workdir
-from tasks.caching import STAGE_CACHE
+from tasks.caching import stage
 from tasks.errors import StageFailed
 from tasks.io import read_jsonl, write_json
 from tasks.modeling import format_sft_example, load_model, load_tokenizer, resolve_base_model, resolve_dtype
@@ -199,7 +199,7 @@ def _versions() -> dict[str, str]:
             "peft": peft.__version__}
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def sft_task(
     train_path: Path,
     dev_path: Path,

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from flows.config import DataConfig, Workdir
-from tasks.caching import STAGE_CACHE
+from tasks.caching import stage
 from tasks.errors import MedsafeError
 from tasks.io import iter_jsonl, read_jsonl, text_hash, write_jsonl
 from tasks.records import RISK_LEVELS
@@ -200,7 +200,7 @@ def write_splits(result: SplitResult, out_dir: Path) -> dict[str, str]:
     return paths
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def split_task(
     classified: Path, safety_red_team: Path | None, data_cfg: DataConfig, workdir: Workdir
 ) -> dict[str, Any]:

@@ -20,10 +20,10 @@ from great_expectations.data_context.types.base import (
     InMemoryStoreBackendDefaults,
     ProgressBarsConfig,
 )
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from flows.config import DataConfig, GateConfig, SamplingConfig, Workdir
-from tasks.caching import STAGE_CACHE
+from tasks.caching import stage
 from tasks.io import write_json
 from validation.report import build_data_report, publish_artifacts
 from validation.results import FailedExpectation, GateResult, QualityGateFailed, docs_dir, gate_result_path
@@ -159,7 +159,7 @@ def run_quality_gate(
     return result
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def quality_gate_task(
     processed_dir: Path,
     training_prompts: Path,

@@ -15,11 +15,11 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.config import DataConfig, SamplingConfig, Workdir
-from tasks.caching import STAGE_CACHE
+from tasks.caching import stage
 from tasks.io import read_jsonl, write_json, write_text
 from tasks.records import RISK_LEVELS
 from tasks.sample_rl import SamplingReport, summarize
@@ -181,7 +181,7 @@ def publish_artifacts(summary: dict[str, Any]) -> None:
     )
 
 
-@task(cache_policy=STAGE_CACHE, persist_result=True)
+@stage
 def data_report_task(
     processed_dir: Path,
     training_prompts: Path,

@@ -9,7 +9,7 @@ from prefect import flow, task
 
 from flows.config import DataConfig, Workdir
 from tasks import caching
-from tasks.caching import STAGE_CACHE, code_hash, inputs_key
+from tasks.caching import STAGE_CACHE, code_hash, inputs_key, stage
 
 
 def test_a_file_counts_by_content_not_by_timestamp(tmp_path):
@@ -63,3 +63,30 @@ def test_a_stage_is_cached_until_its_input_file_changes(tmp_path, prefect_server
     f.write_text("1\n2\n3\n")
     changed, _ = _twice(f)
     assert changed.name != "Cached" and changed.result() == 3
+
+
+@stage
+def _write_output(wd: Workdir, text: str, calls: str) -> dict:
+    with open(calls, "a") as f:  # a str, not a Path: a Path would count by its (changing) content
+        f.write("run\n")
+    out = wd.root / "out" / "result.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return {"output": str(out), "note": "/not/under/the/workdir"}
+
+
+@flow
+def _write_flow(root: str, calls: str) -> dict:
+    return _write_output(Workdir.at(root), "hello", calls)
+
+
+@pytest.mark.slow
+def test_a_cache_hit_whose_outputs_were_deleted_runs_again(tmp_path, prefect_server):
+    root, calls = tmp_path / "run", tmp_path / "calls.txt"
+    first = _write_flow(str(root), str(calls))
+    assert _write_flow(str(root), str(calls)) == first
+    assert calls.read_text().count("run") == 1  # the second call was a cache hit
+    Path(first["output"]).unlink()  # e.g. `rm -rf runs/demo` between two runs
+    again = _write_flow(str(root), str(calls))
+    assert calls.read_text().count("run") == 2
+    assert Path(again["output"]).read_text() == "hello"
