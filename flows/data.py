@@ -17,6 +17,7 @@ from tasks.sample_rl import sample_rl_task
 from tasks.split import split_task
 from validation.gate import quality_gate_task
 from validation.report import data_report_task
+from validation.tables import table_paths
 
 SAFETY_RED_TEAM = ASSETS_DIR / "red_team" / "safety_red_team.jsonl"
 RISK_LEXICON = ASSETS_DIR / "rules" / "risk_lexicon.yaml"
@@ -35,9 +36,9 @@ def data_flow(profile: str = "tiny", sources: list[str] | None = None, workdir: 
     prompts = sample_rl_task(
         Path(splits["train"]), Path(splits["red_team"]), Path(splits["gold_set"]), cfg.sampling, wd
     )
-    gate = quality_gate_task(wd.processed, Path(prompts["output"]), cfg.gate, cfg.sampling, cfg.data, wd)
+    gated = table_paths(wd)  # the splits and the RL prompts: what the gate and the report read
+    gate = quality_gate_task(gated, cfg.gate, cfg.sampling, cfg.data, wd)
     report = data_report_task(
-        wd.processed, Path(prompts["output"]), Path(prompts["report"]), wd.quarantine,
-        Path(gate["result_path"]), cfg.data, cfg.sampling, wd,
+        gated, Path(prompts["report"]), wd.quarantine, Path(gate["result_path"]), cfg.data, cfg.sampling, wd
     )
     return {"profile": cfg.name, "workdir": str(wd.root), "gate_passed": gate["passed"], **report}

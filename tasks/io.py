@@ -10,6 +10,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+_BOM = b"\xef\xbb\xbf"
+
 
 class JsonlLineError(ValueError):
     """A line of a JSONL file that is not a JSON object."""
@@ -19,29 +23,58 @@ class JsonlLineError(ValueError):
         self.path, self.line_no, self.raw, self.reason = path, line_no, raw, reason
 
 
+def _blank(line: bytes) -> bool:
+    """A line holding only whitespace (Unicode whitespace too, as str.strip() sees it)."""
+    s = line.strip()
+    return not s or (s[:1] != b"{" and not s.decode("utf-8", errors="surrogateescape").strip())
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of each non-blank line; a UTF-8 byte-order mark is not data."""
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            if line_no == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
+            if not _blank(raw):
+                yield line_no, raw
+
+
+def count_jsonl_lines(path: str | Path) -> int:
+    """How many records iter_jsonl will yield (valid or not), without parsing them."""
+    return sum(1 for _ in _lines(Path(path)))
+
+
 def iter_jsonl(path: str | Path, *, strict: bool = True) -> Iterator[tuple[int, dict[str, Any] | JsonlLineError]]:
     """Yield (line number, object) for each non-blank line.
 
     strict=True raises on the first bad line; strict=False yields the JsonlLineError instead so
-    the caller can quarantine it and go on.
+    the caller can quarantine it and go on. orjson parses (an integer beyond 64 bits arrives as a
+    float); a line it refuses (not UTF-8, NaN, broken JSON) goes through the standard library, which
+    accepts what it can (bytes that are not UTF-8 survive as surrogate escapes) and words the error.
     """
     path = Path(path)
-    with path.open("r", encoding="utf-8-sig", errors="surrogateescape") as fh:  # a BOM is not data
-        for line_no, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-                reason = None if isinstance(obj, dict) else f"expected a JSON object, got {type(obj).__name__}"
-            except json.JSONDecodeError as exc:
-                obj, reason = None, f"invalid JSON ({exc.msg} at column {exc.colno})"
-            if reason is None:
-                yield line_no, obj
-                continue
-            err = JsonlLineError(path, line_no, raw.rstrip("\n"), reason)
-            if strict:
-                raise err
-            yield line_no, err
+    for line_no, raw in _lines(path):
+        try:
+            obj = orjson.loads(raw)
+            reason = None
+        except orjson.JSONDecodeError:
+            obj, reason = _stdlib_loads(raw.decode("utf-8", errors="surrogateescape"))
+        if reason is None and not isinstance(obj, dict):
+            reason = f"expected a JSON object, got {type(obj).__name__}"
+        if reason is None:
+            yield line_no, obj
+            continue
+        err = JsonlLineError(path, line_no, raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n"), reason)
+        if strict:
+            raise err
+        yield line_no, err
+
+
+def _stdlib_loads(text: str) -> tuple[Any, str | None]:
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg} at column {exc.colno})"
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -49,15 +82,24 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_jsonl(path, strict=True)]  # type: ignore[misc]
 
 
+def dumps_line(row: dict[str, Any]) -> bytes:
+    """One compact JSONL line (UTF-8, not ASCII-escaped); the standard library takes what orjson refuses
+    (surrogate escapes of bytes that were not UTF-8, integer keys, huge integers)."""
+    try:
+        return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+    except (orjson.JSONEncodeError, TypeError):
+        text = json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
+        return text.encode("utf-8", errors="surrogateescape")
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows atomically (temp file + rename) so a crash never leaves half a file. Returns the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    with atomic_open(path) as fh:
+    with atomic_open(path, binary=True) as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
-            fh.write("\n")
+            fh.write(dumps_line(row))
             n += 1
     return n
 
@@ -80,12 +122,12 @@ def write_text(path: str | Path, text: str) -> None:
 class atomic_open:  # noqa: N801 - used like open()
     """Context manager: write to a temp file beside `path`, then rename over it on success."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, binary: bool = False) -> None:
+        self.path, self.binary = path, binary
 
     def __enter__(self):
         fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        self.fh = os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape")
+        self.fh = os.fdopen(fd, "wb") if self.binary else os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape")
         return self.fh
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import MedsafeError
-from tasks.io import iter_jsonl
+from tasks.io import count_jsonl_lines, iter_jsonl
 
 LOCAL_FORMATS = (".json", ".jsonl", ".csv", ".parquet")
 _SNIFF_ROWS = 1000  # rows whose keys decide a file's schema
@@ -130,8 +130,7 @@ def inspect_file(path: Path) -> tuple[str, int, list[str]]:
         if row is not None:
             columns.update(dict.fromkeys(row))
         if rows == _SNIFF_ROWS and fmt == "jsonl":  # the rest only needs counting, not parsing
-            with path.open("r", encoding="utf-8", errors="surrogateescape") as fh:  # as iter_jsonl reads it
-                rows = sum(1 for line in fh if line.strip())
+            rows = count_jsonl_lines(path)
             break
     return fmt, rows, list(columns)
 

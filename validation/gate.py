@@ -132,10 +132,12 @@ def run_quality_gate(
     data_cfg: DataConfig | None = None,
     *,
     build_docs: bool = True,
+    paths: dict[str, Path] | None = None,
 ) -> GateResult:
-    """Validate processed splits and RL prompts, build Data Docs, and return the verdict (raises only on missing inputs)."""
+    """Validate processed splits and RL prompts (the workdir's, or `paths`), build Data Docs, and return the
+    verdict (raises only on missing inputs)."""
     data_cfg = data_cfg or DataConfig()
-    tables = load_tables(workdir)
+    tables = load_tables(paths or workdir)
     frames: dict[str, pd.DataFrame] = build_frames(tables)
     suites = build_suites(gate_cfg, sampling_cfg, data_cfg, expected_safety_prompts(tables))
     context = open_context(workdir)
@@ -161,16 +163,16 @@ def run_quality_gate(
 
 @stage
 def quality_gate_task(
-    processed_dir: Path,
-    training_prompts: Path,
+    tables: dict[str, Path],
     gate_cfg: GateConfig,
     sampling_cfg: SamplingConfig,
     data_cfg: DataConfig,
     workdir: Workdir,
 ) -> dict[str, Any]:
-    """Run the gate; write reports/data_quality/gate_result.json; on failure build the report, then raise."""
+    """Run the gate on `tables` (validation.tables.table_paths: exactly the files it reads, so only they
+    enter the cache key); write reports/data_quality/gate_result.json; on failure build the report, then raise."""
     logger = get_run_logger()
-    result = run_quality_gate(workdir, gate_cfg, sampling_cfg, data_cfg)
+    result = run_quality_gate(workdir, gate_cfg, sampling_cfg, data_cfg, paths=tables)
     write_json(gate_result_path(workdir), result.to_dict())
     if not result.passed:
         publish_artifacts(build_data_report(workdir, data_cfg, sampling_cfg))

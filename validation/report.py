@@ -183,8 +183,7 @@ def publish_artifacts(summary: dict[str, Any]) -> None:
 
 @stage
 def data_report_task(
-    processed_dir: Path,
-    training_prompts: Path,
+    tables: dict[str, Path],
     sampling_report: Path,
     quarantine_dir: Path,
     gate_result: Path,
@@ -192,7 +191,10 @@ def data_report_task(
     sampling_cfg: SamplingConfig,
     workdir: Workdir,
 ) -> dict[str, Any]:
-    """Write the data-quality report and DATA_CARD.md, and publish them as Prefect artifacts."""
+    """Write the data-quality report and DATA_CARD.md, and publish them as Prefect artifacts.
+
+    The parameters name the files the report reads (validation.tables.table_paths, the sampling report,
+    the quarantine folder, the gate result): their content is the cache key."""
     summary = build_data_report(workdir, data_cfg, sampling_cfg)
     publish_artifacts(summary)
     get_run_logger().info("data-quality report: %s", summary["outputs"])

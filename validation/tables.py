@@ -52,10 +52,10 @@ def table_paths(workdir: Workdir) -> dict[str, Path]:
     return paths | {"rl_prompts": workdir.training_prompts}
 
 
-def load_tables(workdir: Workdir) -> dict[str, list[dict[str, Any]]]:
-    """Read every gated table; a missing file names the stage that writes it."""
+def load_tables(paths: Workdir | dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
+    """Read every gated table (from a workdir, or the files given); a missing file names the stage that writes it."""
     tables = {}
-    for name, path in table_paths(workdir).items():
+    for name, path in (table_paths(paths) if isinstance(paths, Workdir) else paths).items():
         if not path.is_file():
             raise MedsafeError(
                 f"quality gate input {path} does not exist: run the '{_MAKES[name]}' stage first"

@@ -15,6 +15,7 @@ from tasks.sample_rl import sample_rl_task
 from tasks.split import split_task
 from validation.gate import QualityGateFailed, quality_gate_task
 from validation.report import data_report_task
+from validation.tables import table_paths
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +27,10 @@ def _data_tail(classified: Path, safety: Path, case, gate: GateConfig) -> dict:
     prompts = sample_rl_task(
         Path(splits["train"]), Path(splits["red_team"]), Path(splits["gold_set"]), case.sampling, wd
     )
-    result = quality_gate_task(wd.processed, Path(prompts["output"]), gate, case.sampling, case.data, wd)
+    result = quality_gate_task(table_paths(wd), gate, case.sampling, case.data, wd)
     report = data_report_task(
-        wd.processed, Path(prompts["output"]), Path(prompts["report"]), wd.quarantine,
-        Path(result["result_path"]), case.data, case.sampling, wd,
-    )  # fmt: skip
+        table_paths(wd), Path(prompts["report"]), wd.quarantine, Path(result["result_path"]), case.data, case.sampling, wd
+    )
     return {"gate": result, "report": report}
 
 
