@@ -99,6 +99,7 @@ def test_auto_dtype_is_float32_without_a_gpu():
 
 def test_resolve_tiny_builds_under_the_workdir(tmp_path, monkeypatch):
     monkeypatch.setattr(tiny_model, "sample_texts", lambda: TEXTS)
+    monkeypatch.setattr(tiny_model, "sample_conversations", lambda: [])  # where it lands, not the warm-up
     path = resolve_base_model(TINY, Workdir.at(tmp_path))
     assert path == str(tmp_path / "models" / "base" / "tiny")
     assert (tmp_path / "models" / "base" / "tiny" / "tokenizer.json").is_file()
