@@ -4,14 +4,14 @@ Every input row ends in exactly one place - kept, or quarantined with a reason -
 checks that before it returns. Duplicates: exact (same normalised question+answer, i.e. the same id)
 and near (character 5-shingle MinHash + LSH banding, confirmed by exact Jaccard; first row kept).
 
-Near duplicates and groups (paraphrases kept together by the split stage) come from tasks/near_dup.py.
+Text normalisation (NFKC folding, whitespace, language) comes from tasks/text_clean.py; near duplicates and groups
+(paraphrases kept together by the split stage) from tasks/near_dup.py.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,53 +34,18 @@ from tasks.near_dup import (  # noqa: F401  (re-exported: the near-duplicate nam
     similar_pairs,
 )
 from tasks.records import RISK_LEVELS, SAFETY_CATEGORIES
+from tasks.text_clean import clean_block, clean_inline, detect_lang, fold, undecodable  # noqa: F401  (fold re-exported)
 
 log = logging.getLogger(__name__)
 
 STAGE = "cleanup"
 _OVERSIZE = 8  # a field over 8x its limit is too long whatever normalisation removes; skip the work
 
-_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")  # undecodable bytes kept by surrogateescape
-_BLANK_LINES = re.compile(r"\n{3,}")
 _THINK_TAG = re.compile(r"</?think>")
-_HAN_RUN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_LATIN_WORD = re.compile("[A-Za-z]+")
-# Full-width CJK punctuation and the ellipsis: NFKC would rewrite them to ASCII and teach the model
-# ASCII commas in Chinese, so they are left as written (full-width letters and digits still fold).
-_WIDE = "".join(map(chr, [*range(0xFF01, 0xFF10), *range(0xFF1A, 0xFF21), *range(0xFF3B, 0xFF41), *range(0xFF5B, 0xFF66), 0x2026]))
-_KEEP_WIDE = re.compile(f"([{re.escape(_WIDE)}]+)")
-# Text made only of these needs neither NFKC nor control removal (checked: each is NFKC-stable).
-_PLAIN = re.compile(f"[\t\n\x20-\x7e\u3001\u3002\u3008-\u3011\u3014-\u301f\u3400-\u4dbf\u4e00-\u9fff{re.escape(_WIDE)}]*")
 
 
 class ReconciliationError(MedsafeError):
     """Rows were lost or counted twice: kept + quarantined differs from the input."""
-
-
-def fold(text: str) -> str:
-    """NFKC (except full-width CJK punctuation, see _WIDE), then control and invisible characters out."""
-    if _PLAIN.fullmatch(text):
-        return text
-    parts = _KEEP_WIDE.split(text)  # odd items are the kept punctuation
-    text = "".join(p if k % 2 or unicodedata.is_normalized("NFKC", p) else unicodedata.normalize("NFKC", p) for k, p in enumerate(parts))
-    return _CONTROL.sub("", text)
-
-
-def clean_inline(text: str) -> str:
-    """fold(), then all whitespace (newlines too) collapsed to single spaces."""
-    out = " ".join(fold(text).split())
-    return text if out == text else out  # the same object when unchanged: no second copy in memory
-
-
-def clean_block(text: str) -> str:
-    """fold(), then newlines kept (at most one blank line) and other whitespace collapsed."""
-    out = fold(text)
-    if "\r" in out:
-        out = out.replace("\r\n", "\n").replace("\r", "\n")
-    out = "\n".join(" ".join(line.split()) for line in out.split("\n"))
-    out = (_BLANK_LINES.sub("\n\n", out) if "\n\n\n" in out else out).strip()
-    return text if out == text else out
 
 
 def split_think(answer: str) -> tuple[str, str] | None:
@@ -92,15 +57,6 @@ def split_think(answer: str) -> tuple[str, str] | None:
     think = answer[open_i + len("<think>") if has_open else 0 : close_i]
     rest = (answer[:open_i] if has_open else "") + answer[close_i + len("</think>") :]
     return _THINK_TAG.sub("", think).strip(), _THINK_TAG.sub("", rest).strip()
-
-
-def detect_lang(question: str, answer: str) -> str:
-    """'zh' when Han characters outnumber Latin words (a word carries about what a character does), else 'en'."""
-    sample = question[:1000] + "\n" + answer[:1000]
-    if sample.isascii():
-        return "en"
-    han = len(sample) - len(_HAN_RUN.sub("", sample))
-    return "zh" if han and han >= _LATIN_WORD.subn("", sample)[1] else "en"
 
 
 def _field(row: dict[str, Any], column: str | None, name: str, required: bool) -> tuple[str, str]:
@@ -124,22 +80,20 @@ def map_fields(row: dict[str, Any], schema: Schema) -> tuple[dict[str, str], str
         if reason:
             return fields, reason, f"column {column!r} ({name}) holds a {type(row[column]).__name__}, not text"
         fields[name] = value
-    if any(not _PLAIN.fullmatch(v) and _SURROGATE.search(v) for v in fields.values()):
+    if any(map(undecodable, fields.values())):
         return fields, "invalid_utf8", "the row holds bytes that are not valid UTF-8"
     return fields, "", ""
 
 
 def _bounds(q: str, think: str, answer: str, cfg: DataConfig, red_team: bool) -> tuple[str, str]:
-    checks = (
-        ("too_short:question", len(q) < cfg.min_question_chars, "question", len(q), "minimum", cfg.min_question_chars),
-        ("too_long:question", len(q) > cfg.max_question_chars, "question", len(q), "maximum", cfg.max_question_chars),
-        ("too_short:answer", not red_team and len(answer) < cfg.min_answer_chars, "answer", len(answer), "minimum", cfg.min_answer_chars),
-        ("too_long:answer", len(answer) > cfg.max_answer_chars, "answer", len(answer), "maximum", cfg.max_answer_chars),
-        ("too_long:think", len(think) > cfg.max_think_chars, "think", len(think), "maximum", cfg.max_think_chars),
-    )
-    for reason, failed, name, n, kind, limit in checks:
-        if failed:
-            return reason, f"{name} has {n} characters, {kind} {limit}"
+    """The first length limit the cleaned texts break, as (reason, detail); ('', '') when they keep them all."""
+    for name, n, low, high in (("question", len(q), cfg.min_question_chars, cfg.max_question_chars),
+                               ("answer", len(answer), 0 if red_team else cfg.min_answer_chars, cfg.max_answer_chars),
+                               ("think", len(think), 0, cfg.max_think_chars)):
+        if n < low:
+            return f"too_short:{name}", f"{name} has {n} characters, minimum {low}"
+        if n > high:
+            return f"too_long:{name}", f"{name} has {n} characters, maximum {high}"
     return "", ""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -87,8 +88,11 @@ def lsh_pairs(sigs: np.ndarray, bands: int = BANDS, max_bucket: int = 32) -> np.
         starts = np.concatenate(([True], sk[1:] != sk[:-1]))
         run = np.cumsum(starts) - 1
         size = np.bincount(run)[run]
-        if size.max() < 2:
+        shared = size > 1  # most rows are alone in their bucket: drop them before the pairing passes
+        if not shared.any():
             continue
+        order, starts, size = order[shared], starts[shared], size[shared]
+        run = np.cumsum(starts) - 1
         big = size > max_bucket
         for d in range(1, min(int(size.max()), max_bucket)):
             same = (run[:-d] == run[d:]) & (~big[:-d] | (d == 1))
@@ -101,21 +105,42 @@ def lsh_pairs(sigs: np.ndarray, bands: int = BANDS, max_bucket: int = 32) -> np.
     if not found:
         return np.empty((0, 2), dtype=np.int64)
     pairs = np.concatenate(found)
-    codes = np.unique(np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1]))
+    codes = _distinct(np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1]))
     return np.stack([codes // n, codes % n], axis=1)
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """np.unique of integers by sorting: np.unique builds a hash table first, several times slower here."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
+def shingle_sets(texts: list[str]) -> list[np.ndarray]:
+    """Each text's distinct shingle hashes, sorted: one sort of (text, hash) keys for the whole batch, not one per text."""
+    h, offsets = shingle_hashes(texts)
+    text_of = np.repeat(np.arange(len(texts), dtype=np.uint64), np.diff(offsets, append=h.size))
+    keys = _distinct(text_of << np.uint64(32) | h)
+    bounds = np.searchsorted(keys, np.arange(len(texts) + 1, dtype=np.uint64) << np.uint64(32)).tolist()
+    hashes = keys.astype(np.uint32)  # the low 32 bits
+    return [hashes[lo:hi] for lo, hi in pairwise(bounds)]
+
+
+def _n_common(a: np.ndarray, b: np.ndarray) -> int:
+    """How many values two sorted arrays of distinct values share: a stable sort of the two runs is a linear merge."""
+    merged = np.concatenate((a, b))
+    merged.sort(kind="stable")
+    return int(np.count_nonzero(merged[1:] == merged[:-1]))
 
 
 def exact_jaccard(texts: list[str], pairs: np.ndarray) -> np.ndarray:
     """Jaccard similarity of the shingle sets of each pair (32-bit shingle hashes: collisions are negligible)."""
-    members = np.unique(pairs).tolist()
+    members = _distinct(pairs.ravel()).tolist()
     sets: dict[int, np.ndarray] = {}
     for start, end in _chunks([texts[i] for i in members]):
-        h, offsets = shingle_hashes([texts[i] for i in members[start:end]])
-        for k, (lo, hi) in enumerate(zip(offsets, [*offsets[1:], h.size], strict=True)):
-            sets[members[start + k]] = np.unique(h[lo:hi])
+        sets.update(zip(members[start:end], shingle_sets([texts[i] for i in members[start:end]]), strict=True))
     out = np.empty(len(pairs))
     for n, (i, j) in enumerate(pairs.tolist()):
-        both = np.intersect1d(sets[i], sets[j], assume_unique=True).size
+        both = _n_common(sets[i], sets[j])
         out[n] = both / (sets[i].size + sets[j].size - both)
     return out
 
@@ -174,10 +199,12 @@ def dedup_near(
             dropped[j] = (i, jac)
     first_of_question: dict[str, int] = {}
     for i, r in enumerate(rows):
-        clusters.union(first_of_question.setdefault(r["question"].lower(), i), i)
+        if (first := first_of_question.setdefault(r["question"].lower(), i)) != i:
+            clusters.union(first, i)
+    roots = [clusters.find(i) for i in range(len(rows))]
     first_kept: dict[int, int] = {}
-    for i in range(len(rows)):
+    for i, root in enumerate(roots):
         if i not in dropped:
-            first_kept.setdefault(clusters.find(i), i)
-    groups = [rows[first_kept.get(clusters.find(i), i)]["id"] for i in range(len(rows))]
+            first_kept.setdefault(root, i)
+    groups = [rows[first_kept.get(root, i)]["id"] for i, root in enumerate(roots)]
     return dropped, groups

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import random
+import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from tasks.cleanup import (
     split_think,
 )
 from tasks.download import download_sources, iter_raw_records
+from tasks.text_clean import _CONTROL, _STABLE, _WIDE
 
 CFG = DataConfig()
 O1 = {"Question": "What is the first-line treatment for uncomplicated hypertension?", "Complex_CoT": "Guidelines first.",
@@ -163,7 +167,38 @@ def test_normalisation_folds_width_removes_controls_and_collapses_whitespace():
     assert clean_inline("  What\tis\u00a0this?\n(A) one\r\n(B) two\x07 ") == "What is this? (A) one (B) two"
     assert clean_block(" line one  \r\n\r\n\r\n\tline\u200b two \x00\n\n") == "line one\n\nline two"
     text = "Already clean.\nTwo lines."
-    assert clean_block(text) is text
+    assert clean_block(text) is text and clean_inline("One line.") == "One line."
+    assert clean_inline("Which drug?\nA. aspirin\n\nB. heparin") == "Which drug? A. aspirin B. heparin"
+    assert fold("体温36.8℃，e\u0301 Ⅱ") == "体温36.8°C，\u00e9 II"
+
+
+def test_stable_characters_fold_to_themselves_and_nothing_combines_with_them():
+    """fold() skips _STABLE text and cuts NFKC short before each stable character: both rely on this."""
+    composed_onto = {int(d.split()[1], 16) for d in map(unicodedata.decomposition, map(chr, range(0x110000)))
+                     if d and not d.startswith("<") and len(d.split()) == 2}
+    composed_onto |= {*range(0x1161, 0x1176), *range(0x11A8, 0x11C3)}  # Hangul vowels and finals join by rule
+    stable = [chr(c) for c in range(0x10000) if re.fullmatch(f"[{_STABLE}]", chr(c))]
+    assert len(stable) > 27000 and not composed_onto & set(map(ord, stable))
+    for c in stable:
+        assert unicodedata.normalize("NFKC", c) == c and unicodedata.combining(c) == 0 and not _CONTROL.match(c), hex(ord(c))
+
+
+def _fold_by_definition(text: str) -> str:
+    parts = re.split(f"([{_WIDE}]+)", text)
+    return _CONTROL.sub("", "".join(p if k % 2 else unicodedata.normalize("NFKC", p) for k, p in enumerate(parts)))
+
+
+def test_fast_paths_agree_with_the_plain_definitions():
+    alphabet = [*"aeZ09 .,<=>", "\n", "\n\n", "\t", "\r\n", "\x00", "\x85", "\xa0", "\u3000", "\u200b", "\u0301", "\u0308", "\u0338",
+                "\u0344", "\u1100", "\u1161", "\u11a8", "\uac00", "\u09c7", "\u09be", "℃", "ﬁ", "Ⅱ", "µ", "α", "Ω", "≠", "–", "“", "°",
+                "…", "，", "（", "＜", "Ａ", "ｶ", "ﾞ", "患", "\uf900", "\U00020000", "\udcff"]
+    rng = random.Random(7)
+    for _ in range(20000):
+        text = "".join(rng.choices(alphabet, k=rng.randint(0, 10)))
+        folded = _fold_by_definition(text)
+        lines = folded.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        block = re.sub(r"\n{3,}", "\n\n", "\n".join(" ".join(line.split()) for line in lines)).strip()
+        assert (fold(text), clean_inline(text), clean_block(text)) == (folded, " ".join(folded.split()), block), repr(text)
 
 
 def test_think_blocks_move_out_of_the_answer():
@@ -186,6 +221,7 @@ def test_language_is_detected_from_han_characters():
     assert detect_lang("A 60-year-old man has chest pain.", "Call emergency services.") == "en"
     assert detect_lang("患者服用 aspirin 和 metformin 后出现皮疹", "建议停药并就医") == "zh"
     assert detect_lang("What does 气 (qi) mean in traditional Chinese medicine?", "It means vital energy.") == "en"
+    assert detect_lang("Fever of 38.5°C for two days", "Paracetamol, fluids and rest.") == "en"  # not ASCII, no Han
     img = "术后病理：右乳腺外上象限肿物，大小3cm×2cm，腋下淋巴结转移1/3。TNM分期为 A. T[img=~/QImg/2014-05-04/image011.gif]"
     assert detect_lang(img * 3, "肿瘤最大直径在2cm到5cm之间，符合T2标准；淋巴结转移1到3个，符合N1。") == "zh"
 
