@@ -88,6 +88,9 @@ def _observed(result: dict[str, Any], exception_info: Any) -> str:
     error = _exception_message(exception_info)
     if error:
         return f"error: {error}"
+    missing = (result.get("details") or {}).get("mismatched", {}).get("missing")
+    if missing:
+        return f"missing columns: {', '.join(map(str, missing))}"
     if "observed_value" in result:
         value = result["observed_value"]
         return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -70,7 +70,7 @@ def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame
 
 
 def _column(df: pd.DataFrame, name: str) -> pd.Series:
-    """The column, or all nulls when it is missing (its ExpectColumnToExist then fails, not the gate)."""
+    """The column, or all nulls when it is missing (the schema expectation then fails, not the gate)."""
     return df[name] if name in df else pd.Series([None] * len(df), index=df.index, dtype=object)
 
 

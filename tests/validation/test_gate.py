@@ -85,6 +85,13 @@ def test_gate_fails_and_names_each_failed_expectation(good_case):
     assert result.suites["processed_train"]["unsuccessful_expectations"] == 4
 
 
+def test_a_missing_column_is_named(good_case):
+    _edit(good_case.workdir.processed / "dev.jsonl", lambda rows: [{k: v for k, v in r.items() if k != "source"} for r in rows])
+    result = run_quality_gate(good_case.workdir, good_case.gate, good_case.sampling, good_case.data, build_docs=False)
+    schema = [f for f in result.failed if f.expectation_type == "expect_table_columns_to_match_set"]
+    assert not result.passed and [(f.suite, f.observed) for f in schema] == [("processed_dev", "missing columns: source")]
+
+
 def test_derived_flags_mark_cross_table_problems(good_case):
     _corrupt(good_case)
     frames = build_frames(load_tables(good_case.workdir))
