@@ -21,19 +21,29 @@ from tasks.term_matcher import TermMatcher
 
 _MEDIUM = SEVERITY_RANK["medium"]
 # An option marker: "A." "B、" "C)" "(d)" not inside a word; texts are already lower-cased by normalize.
-_OPTION = re.compile(r"(?<![a-z0-9])\(?([a-f])\s?[.、:)]")
+# The letter comes first in these patterns (a leading lookbehind would keep re from skipping ahead to
+# it); a marker starts at its "(" when one that is not inside a word precedes the letter.
+_MARKER = re.compile(r"([a-f])(?<![a-z0-9][a-f])\s?[.、:)]")
+_FIRST_MARKER = re.compile(r"a(?<![a-z0-9]a)\s?[.、:)]")  # options begin at an "a" marker
+_THIRD_MARKER = re.compile(r"c(?<![a-z0-9]c)\s?[.、:)]")  # and need a "c" marker after it
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _CATEGORY_RANK = {c: len(SAFETY_CATEGORIES) - i for i, c in enumerate(SAFETY_CATEGORIES)}
 
 
 def options_start(norm: str) -> int:
     """Where exam answer options begin in a normalized text (markers a, b, c in order), else its length."""
+    first = _FIRST_MARKER.search(norm)
+    if first is None or not _THIRD_MARKER.search(norm, first.end()):  # most texts: no options, known fast
+        return len(norm)
     seen: dict[str, int] = {}
-    for match in _OPTION.finditer(norm):
-        letter = match.group(1)
+    for match in _MARKER.finditer(norm, first.start()):
+        letter, at = match.group(1), match.start()
+        if at and norm[at - 1] == "(" and (at == 1 or norm[at - 2] not in _WORD):
+            at -= 1
         if letter == "a":
-            seen = {"a": match.start()}
+            seen = {"a": at}
         elif seen and chr(ord(letter) - 1) in seen and letter not in seen:
-            seen[letter] = match.start()
+            seen[letter] = at
             if letter == "c":
                 return seen["a"]
     return len(norm)
@@ -56,12 +66,18 @@ class RiskClassifier:
         self.lexicon = lexicon
         self._matchers = {lang: TermMatcher(lexicon, lang) for lang in LANGS}
         # groups whose evidence changes inside answer options (see _item)
-        self._option_sensitive = {
+        self._option_sensitive = frozenset(
             g.name for g in lexicon.groups if g.category or SEVERITY_RANK[g.severity] > _MEDIUM
-        }
+        )
         self._group_names = {
             kind: frozenset(g.name for g in lexicon.groups if g.kind == kind)
             for kind in {g.kind for g in lexicon.groups}
+        }
+        self._concern_keys = frozenset(lexicon.concerns)
+        self._templated_kinds = self._concern_keys & self._group_names.keys()
+        # what a hit of each group gives, outside and inside answer options: (field, value, severity, strength)
+        self._items = {
+            g.name: (_item(g, in_options=False), _item(g, in_options=True)) for g in lexicon.groups
         }
 
     @classmethod
@@ -69,40 +85,42 @@ class RiskClassifier:
         return cls(load_lexicon(Path(path) if path else DEFAULT_LEXICON))
 
     def classify(self, text: str, lang: str) -> RiskLabel:
-        return self._label(self._evidence(text, lang), lang)
+        return self._label(self._evidence(normalize(text or "", lang), lang), lang)
 
     def _evidence(
-        self, text: str, lang: str, combine: bool = True, groups: frozenset[str] | None = None
+        self, norm: str, lang: str, combine: bool = True, groups: frozenset[str] | None = None
     ) -> list[dict[str, str]]:
-        """Evidence strongest first; combine=False skips the combinations (categories) and the sort;
-        `groups` limits the evidence to those groups' hits (containment still judged on every hit)."""
-        if lang not in self._matchers:
+        """Evidence in a normalized text, strongest first; combine=False skips the combinations
+        (categories) and the sort; `groups` limits the evidence to those groups' hits (containment
+        still judged on every hit)."""
+        matcher = self._matchers.get(lang)
+        if matcher is None:
             raise ValueError(f"unknown lang {lang!r}; expected one of {', '.join(LANGS)}")
-        norm = normalize(text or "", lang)
         options = -1  # found on the first hit that needs it: most texts have none
         evidence: dict[tuple[str, str], dict[str, str]] = {}
-        by_kind: dict[str, list[str]] = {}
-        for start, term, group in self._matchers[lang].hits(norm, groups):
-            key = (term, group.name)
+        strength: dict[tuple[str, str], tuple[int, int]] = {}  # each item's _strength, known in advance
+        first_term: dict[str, str] = {}  # each kind's first term, which is what a combination names
+        items, sensitive = self._items, self._option_sensitive
+        for start, term, group in matcher.hits(norm, groups):
+            key = (term, name := group.name)
             if key not in evidence:  # hits come in text order: the stem's wins
-                if options < 0 and group.name in self._option_sensitive:
+                if options < 0 and name in sensitive:
                     options = options_start(norm)
-                evidence[key] = _item(term, group, in_options=0 <= options <= start)
-            kind_terms = by_kind.setdefault(group.kind, [])
-            if term not in kind_terms:
-                kind_terms.append(term)
+                field, value, severity, rank = items[name][0 <= options <= start]
+                evidence[key] = {"term": term, field: value, "severity": severity}
+                strength[key] = rank
+                first_term.setdefault(group.kind, term)
         if not combine:
             return list(evidence.values())
         for combo in self.lexicon.combinations:
-            found = [next((by_kind[k][0] for k in slot if k in by_kind), None) for slot in combo.requires]
+            if first_term.keys().isdisjoint(combo.requires[0]):  # the usual case, decided fast
+                continue
+            found = [next((first_term[k] for k in slot if k in first_term), None) for slot in combo.requires]
             if all(found):
-                term = "+".join(found)
-                evidence[(term, combo.name)] = {
-                    "term": term,
-                    "category": combo.category,
-                    "severity": combo.severity,
-                }
-        return sorted(evidence.values(), key=_strength, reverse=True)
+                key = ("+".join(found), combo.name)
+                evidence[key] = {"term": key[0], "category": combo.category, "severity": combo.severity}
+                strength[key] = _strength(evidence[key])
+        return [evidence[key] for key in sorted(evidence, key=strength.__getitem__, reverse=True)]
 
     def _label(self, evidence: list[dict[str, str]], lang: str) -> RiskLabel:
         level = evidence[0]["severity"] if evidence else "low"  # evidence comes strongest first
@@ -114,13 +132,12 @@ class RiskClassifier:
 
     def _concern(self, evidence: list[dict[str, str]], lang: str) -> str | None:
         """Text from the strongest evidence that has a concern template (a bare topic has none)."""
-        for top in evidence:
-            key = top.get("category") or top.get("kind")
-            if key in self.lexicon.concerns:
-                terms = [e["term"] for e in evidence if (e.get("category") or e.get("kind")) == key][:3]
-                sep = "、" if lang == "zh" else ", "
-                return self.lexicon.concerns[key][lang].format(terms=sep.join(terms))
-        return None
+        keys = [e.get("category") or e.get("kind") for e in evidence]
+        key = next((key for key in keys if key in self._concern_keys), None)
+        if key is None:
+            return None
+        terms = [e["term"] for e, each in zip(evidence, keys, strict=True) if each == key][:3]
+        return self.lexicon.concerns[key][lang].format(terms=("、" if lang == "zh" else ", ").join(terms))
 
     def classify_row(
         self, question: str, context: str, lang: str, *, weak_evidence: bool = True
@@ -129,19 +146,25 @@ class RiskClassifier:
         up to medium, because a reference answer's differential ("if chest pain, call 120") describes
         the answer, not the risk of the prompt the model will be given. weak_evidence=False reads the
         context only for what can change level, categories or concern (the evidence then lacks the rest)."""
-        primary = self._evidence(question, lang)
+        primary = self._evidence(normalize(question or "", lang), lang)
         kinds = None if weak_evidence else self._deciding_kinds(primary)
         if kinds is not None and not kinds:
             return self._label(primary, lang)
+        norm = normalize(context or "", lang)
         groups = None if kinds is None else frozenset().union(*(self._group_names[k] for k in kinds))
+        if groups and not groups.isdisjoint(self._option_sensitive) and options_start(norm) == len(norm):
+            # no answer options: a group with a category or above medium adds nothing that passes below
+            groups -= self._option_sensitive
+            if not groups:
+                return self._label(primary, lang)
         seen = {(e["term"], e.get("kind")) for e in primary}
         # unsorted is enough: the sort below is stable and extras never outrank each other by category
         extra = [
             e
-            for e in self._evidence(context, lang, combine=False, groups=groups)
+            for e in self._evidence(norm, lang, combine=False, groups=groups)
             if "kind" in e and SEVERITY_RANK[e["severity"]] <= _MEDIUM and (e["term"], e["kind"]) not in seen
         ]
-        return self._label(sorted(primary + extra, key=_strength, reverse=True), lang)
+        return self._label(sorted(primary + extra, key=_strength, reverse=True) if extra else primary, lang)
 
     def _deciding_kinds(self, primary: list[dict[str, str]]) -> set[str] | None:
         """The kinds whose context evidence can still change level or concern (None: any kind).
@@ -153,25 +176,31 @@ class RiskClassifier:
         if not primary or SEVERITY_RANK[primary[0]["severity"]] < _MEDIUM:
             return None
         keys = [e.get("category") or e.get("kind") for e in primary]
-        top = next((i for i, key in enumerate(keys) if key in self.lexicon.concerns), None)
+        top = next((i for i, key in enumerate(keys) if key in self._concern_keys), None)
         if top is None:
-            return {kind for kind in self._group_names if kind in self.lexicon.concerns}
+            return set(self._templated_kinds)
         if SEVERITY_RANK[primary[top]["severity"]] < _MEDIUM:
             return None
+        if keys[top] not in self._group_names:  # a category: context evidence is never one
+            return set()
         same = [
             e
             for e, key in zip(primary, keys, strict=True)
             if key == keys[top] and SEVERITY_RANK[e["severity"]] >= _MEDIUM
         ]
-        return {keys[top]} if keys[top] in self._group_names and len(same) < 3 else set()
+        return {keys[top]} if len(same) < 3 else set()
 
 
-def _item(term: str, group: TermGroup, in_options: bool) -> dict[str, str]:
-    """Evidence for one hit; in answer options only the plain kind counts, at most medium."""
+def _item(group: TermGroup, in_options: bool) -> tuple[str, str, str, tuple[int, int]]:
+    """What a hit of the group adds to its term: (field, value, severity) and that evidence's strength;
+    in answer options only the plain kind counts, at most medium."""
     if in_options and (group.category or SEVERITY_RANK[group.severity] > _MEDIUM):
-        return {"term": term, "kind": group.kind, "severity": "medium"}
-    label = {"category": group.category} if group.category else {"kind": group.kind}
-    return {"term": term, **label, "severity": group.severity}
+        field, value, severity = "kind", group.kind, "medium"
+    elif group.category:
+        field, value, severity = "category", group.category, group.severity
+    else:
+        field, value, severity = "kind", group.kind, group.severity
+    return field, value, severity, _strength({field: value, "severity": severity})
 
 
 def _strength(evidence: dict[str, str]) -> tuple[int, int]:
@@ -190,7 +219,7 @@ def label_row(
         raise ValueError(
             f"row {row.get('id', '?')}: lang {lang!r} is not one of {LANGS}; fix the cleanup stage output"
         )
-    context = "\n".join(str(row.get(k) or "") for k in ("think", "answer"))
+    context = f"{row.get('think') or ''}\n{row.get('answer') or ''}"
     return classifier.classify_row(str(row.get("question") or ""), context, lang, weak_evidence=weak_evidence)
 
 

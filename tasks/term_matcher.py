@@ -1,25 +1,28 @@
 """The risk lexicon compiled for one language: find its terms and patterns in a normalized text.
 
-One Aho-Corasick pass finds every term; each pattern is tried only where one of its literal prefixes
-(read from its parse tree) begins, which gives exactly what `finditer` gives at a fraction of the cost.
-Hits then pass word boundaries (en), exclusions, containment and negation. Negation first asks, from
-positions computed once per text, whether any cue can stand in the clause before a hit; only then is
-the clause cut and searched as the rules describe.
+One Aho-Corasick pass finds every term, every literal prefix of a pattern (read from its parse tree) and
+every negation cue. Each pattern is then tried only where one of its prefixes begins, which gives
+exactly what `finditer` gives at a fraction of the cost. Hits then pass word boundaries (en), exclusions,
+containment and negation; a hit with no cue ending in the window before it is not negated, and only for
+the others is the clause cut and searched as the rules describe. When only some groups' hits are
+wanted (a row's reasoning and answer), the pass uses an automaton cut to what those hits depend on.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator
-from re import _constants as sre  # parse trees of the lexicon's own patterns (stable since 3.11)
-from re import _parser as sre_parser
+from bisect import bisect_right
+from collections.abc import Iterable
+from operator import itemgetter
 
 import ahocorasick
 
-from tasks.risk_lexicon import SEVERITY_RANK, Lexicon, TermGroup, normalize
+from tasks.risk_lexicon import SEVERITY_RANK, Lexicon, TermGroup, literal_prefixes, normalize, whole_matches
 
 _LOOK_BACK = 80  # characters before a hit in which a negation cue is looked for
+
+# A hit before containment: (start, end, rank, key, groups); an exclusion has no groups.
+Hit = tuple[int, int, int, str, tuple[TermGroup, ...]]
 
 
 class TermMatcher:
@@ -34,26 +37,35 @@ class TermMatcher:
                 table.setdefault(normalize(term, lang), []).append(group)
         for phrase in lexicon.exclusions.get(lang, []):
             table.setdefault(normalize(phrase, lang), [])
-        self.automaton = _automaton({key: (len(key), key, tuple(g), _rank(g)) for key, g in table.items()})
         self.patterns = [
             (self._compile(p), (g,), _rank([g])) for g in lexicon.groups for p in g.patterns.get(lang, [])
         ]
         self.patterns += [(self._compile(p), (), _rank([])) for p in lexicon.exclusion_patterns.get(lang, [])]
-        self.pattern_starts, self.scan_everywhere = _prefix_automaton([rx for rx, _, _ in self.patterns])
+        self.group_ranks = {g.name: _rank([g]) for g in lexicon.groups}
+        self.pattern_texts = [whole_matches(rx) for rx, _, _ in self.patterns]  # None: too many to list
+        prefixes, self.scan_everywhere = _pattern_prefixes([rx for rx, _, _ in self.patterns])
         self.ignore = [normalize(p, lang) for p in self.rules.ignore]
         bound = "" if lang == "zh" else r"\b"
-        modes = {
-            mode: [normalize(c, lang) for c in cues]
-            for mode, cues in (("all", self.rules.cues), ("clinical", self.rules.clinical_cues))
-            if cues
+        cues = {
+            mode: [normalize(c, lang) for c in strings]
+            for mode, strings in (("all", self.rules.cues), ("clinical", self.rules.clinical_cues))
+            if strings
         }
         self.cue = {  # one compiled alternation per negation mode
-            mode: re.compile(bound + "(?:" + "|".join(map(re.escape, cues)) + ")" + bound)
-            for mode, cues in modes.items()
+            mode: re.compile(bound + "(?:" + "|".join(map(re.escape, strings)) + ")" + bound)
+            for mode, strings in cues.items()
         }
-        self.cue_strings = {mode: _automaton({c: len(c) for c in cues}) for mode, cues in modes.items()}
         ends = "，。；！？,.;!?：:\n" if lang == "zh" else ".;!?:\n"
         self.clause_end = re.compile(f"[{re.escape(ends)}]")
+        # one automaton for all three; value: (length, key, groups or None when no term, rank,
+        # indices of the patterns it begins, negation modes it is a cue of)
+        self.entries = {}
+        for key in {**table, **prefixes, **{cue: None for strings in cues.values() for cue in strings}}:
+            groups, modes = table.get(key), tuple(mode for mode, strings in cues.items() if key in strings)
+            term = (tuple(groups), _rank(groups)) if groups is not None else (None, 0)
+            self.entries[key] = (len(key), key, *term, prefixes.get(key, ()), modes)
+        self.automaton = _automaton(self.entries)
+        self._cut: dict[frozenset[str], ahocorasick.Automaton | None] = {}  # see _automaton_for
 
     def _compile(self, pattern: str) -> re.Pattern[str]:
         """en patterns end at a word end (a plural s/es allowed) whatever order their alternatives take;
@@ -63,77 +75,101 @@ class TermMatcher:
     def hits(self, norm: str, groups: frozenset[str] | None = None) -> list[tuple[int, str, TermGroup]]:
         """(start, term, group) found in a normalized text, after boundaries, exclusions, containment
         and negation; only the named groups' hits when `groups` is given (all hits still contain)."""
-        found = [
-            (end - n + 1, end + 1, rank, key, groups)
-            for end, (n, key, groups, rank) in (self.automaton.iter(norm) if self.automaton else ())
-        ]
-        found += [
-            (start, stop, rank, key, groups) for start, stop, key, (groups, rank) in self._pattern_spans(norm)
-        ]
-        if self.lang == "en":
-            found = [
-                (h[0], stop, *h[2:])
-                for h in found
-                if not (h[0] > 0 and norm[h[0] - 1].isalnum()) and (stop := _word_stop(norm, h[1])) >= 0
-            ]
-        out, scope = [], None
-        for start, _, _, key, hit_groups in _drop_contained(found):
+        automaton = self.automaton if groups is None else self._automaton_for(groups)
+        terms, starts, cues = self._scan(norm, automaton)
+        patterns = self._pattern_spans(norm, starts) if starts or self.scan_everywhere else []
+        if patterns and groups is not None and any(g.name in groups for *_, gs in patterns for g in gs):
+            # what may contain a match of their patterns is not known in advance: scan with everything
+            terms, starts, _ = self._scan(norm, self.automaton)
+            patterns = self._pattern_spans(norm, starts)
+        found = terms + patterns
+        if self.lang == "en" and found:
+            found = _whole_words(norm, found)
+        out = []
+        for start, _, _, key, hit_groups in _drop_contained(found) if len(found) > 1 else found:
             for group in hit_groups:
                 if groups is not None and group.name not in groups:
                     continue
-                if group.negation != "none":
-                    scope = scope or self._scope(norm)
-                    if self._cue_nearby(norm, start, group.negation, scope) and self._negated(
-                        norm, start, group.negation
-                    ):
-                        continue
-                out.append((start, key, group))
+                mode = group.negation
+                near = mode != "none" and cues and _cue_before(cues.get(mode), start)
+                if not (near and self._negated(norm, start, mode)):
+                    out.append((start, key, group))
         return out
 
-    def _pattern_spans(self, norm: str) -> Iterator[tuple[int, int, str, tuple[tuple[TermGroup, ...], int]]]:
-        """What each pattern's finditer finds, but tried only where one of its literal prefixes starts."""
-        starts: dict[int, set[int]] = {}
-        if self.pattern_starts is not None:
-            for end, (length, indices) in self.pattern_starts.iter(norm):
-                for i in indices:
-                    starts.setdefault(i, set()).add(end - length + 1)
-        for i in sorted(starts.keys() | self.scan_everywhere):
+    def _automaton_for(self, groups: frozenset[str]) -> ahocorasick.Automaton | None:
+        """The automaton cut to what the hits of `groups` depend on: their own terms and patterns, the
+        cues, and what may contain one of their terms - ranked as high and, for a term or a pattern with
+        few enough matches, holding its text (over a plural s/es too). A long text's scan spends most of
+        its time on the other terms (in zh, on the many first characters they add). Built once per set."""
+        if groups not in self._cut:
+            own = {key for key, e in self.entries.items() if any(g.name in groups for g in e[2] or ())}
+            finder = _automaton(dict.fromkeys(own, None))
+            low = min((rank for name, rank in self.group_ranks.items() if name in groups), default=99)
+            tails = ("s", "es") if self.lang == "en" else ("",)
+
+            def holds_own(text: str) -> bool:
+                return finder is not None and any(any(finder.iter(text + tail)) for tail in tails)
+
+            texts = self.pattern_texts
+            kept = {
+                i
+                for i, (_, gs, rank) in enumerate(self.patterns)
+                if any(g.name in groups for g in gs)
+                or (rank >= low and (texts[i] is None or any(map(holds_own, texts[i]))))
+            }
+            cut = {}
+            for key, (n, _, term_groups, rank, patterns, modes) in self.entries.items():
+                patterns = tuple(i for i in patterns if i in kept)
+                if term_groups is not None and not (rank >= low and holds_own(key)):
+                    term_groups = None  # cannot contain their hits: at most a prefix or a cue here
+                if term_groups is not None or patterns or modes:
+                    cut[key] = (n, key, term_groups, rank, patterns, modes)
+            self._cut[groups] = _automaton(cut)
+        return self._cut[groups]
+
+    def _scan(
+        self, norm: str, automaton: ahocorasick.Automaton | None
+    ) -> tuple[list[Hit], dict[int, list[int]], dict[str, list[int]]]:
+        """One automaton pass: the term hits, where each pattern's literal prefixes begin, and where
+        each negation mode's cues end (en: not where a letter or digit follows one, as \\b rules out)."""
+        found: list[Hit] = []
+        starts: dict[int, list[int]] = {}
+        cues: dict[str, list[int]] = {}
+        for end, (n, key, groups, rank, patterns, modes) in automaton.iter(norm) if automaton else ():
+            if groups is not None:
+                found.append((end - n + 1, end + 1, rank, key, groups))
+            if patterns:  # this and cues are rarer than terms
+                for i in patterns:
+                    starts.setdefault(i, []).append(end - n + 1)
+            if modes and not (self.lang == "en" and key[-1].isalnum() and norm[end + 1 : end + 2].isalnum()):
+                for mode in modes:
+                    cues.setdefault(mode, []).append(end + 1)
+        return found, starts, cues
+
+    def _pattern_spans(self, norm: str, starts: dict[int, list[int]]) -> list[Hit]:
+        """What each pattern's finditer finds where a word may start (en), tried only at its prefixes.
+
+        A match that starts mid-word is dropped later but still ends finditer's scan where it ends, so
+        it is looked for too - unless no word start follows it among the pattern's prefixes."""
+        spans = []
+        for i in sorted(starts.keys() | self.scan_everywhere if self.scan_everywhere else starts):
             regex, groups, rank = self.patterns[i]
             if i in self.scan_everywhere:
                 matches: Iterable[re.Match[str]] = regex.finditer(norm)
             else:
-                matches = _matches_at(regex, norm, sorted(starts[i]))
-            for match in matches:
-                yield match.start(), match.end(), match.group(0), (groups, rank)
-
-    def _scope(self, norm: str) -> tuple[list[int], dict[str, list[tuple[int, int]]]]:
-        """Clause ends and every occurrence (start, end) of each mode's cue strings, once per text."""
-        ends = [m.start() for m in self.clause_end.finditer(norm)]
-        cues = {
-            mode: sorted((end - n + 1, end + 1) for end, n in auto.iter(norm))
-            for mode, auto in self.cue_strings.items()
-        }
-        return ends, cues
-
-    def _cue_nearby(self, norm: str, start: int, mode: str, scope: tuple[list[int], dict]) -> bool:
-        """False only when no cue of `mode` can match in the clause before `start` (then _negated is False too)."""
-        ends, cues = scope
-        if mode not in cues:
-            return False
-        k = bisect_left(ends, start) - 1
-        clause = max(start - _LOOK_BACK, 0, ends[k] + 1 if k >= 0 else 0)
-        occurrences = cues[mode]
-        for cs, ce in occurrences[bisect_left(occurrences, (clause, -1)) :]:
-            if cs >= start:
-                break
-            if ce <= start and (self.lang == "zh" or (_edge(norm, cs, clause) and _edge(norm, ce, start))):
-                return True
-        return False
+                candidates = starts[i]
+                candidates.sort()
+                if self.lang == "en":
+                    while candidates and candidates[-1] > 0 and norm[candidates[-1] - 1].isalnum():
+                        candidates.pop()
+                matches = _matches_at(regex, norm, candidates)
+            spans += [(m.start(), m.end(), rank, m.group(0), groups) for m in matches]
+        return spans
 
     def _negated(self, norm: str, start: int, mode: str) -> bool:
         cue = self.cue.get(mode)
         span = self.clause_end.split(norm[max(0, start - _LOOK_BACK) : start])[-1]
-        if cue is None or not cue.search(span):  # fast path: most terms have no cue nearby
+        if cue is None or not cue.search(span):
             return False
         for phrase in self.ignore:
             span = span.replace(phrase, " ")
@@ -146,12 +182,10 @@ class TermMatcher:
         return bool(cue.search(" ".join(tail[cut:])))
 
 
-def _edge(norm: str, i: int, window_edge: int) -> bool:
-    """Could \\b hold at i when the searched span has an edge at window_edge? (Word chars as re sees them.)"""
-    if i == window_edge or i == 0 or i == len(norm):
-        return True
-    before, after = norm[i - 1], norm[i]
-    return (before.isalnum() or before == "_") != (after.isalnum() or after == "_")
+def _cue_before(ends: list[int] | None, start: int) -> bool:
+    """Whether a cue ends (ascending `ends`) in the window before `start`; if not, none is in its clause."""
+    k = bisect_right(ends, start) if ends else 0
+    return k > 0 and ends[k - 1] > start - _LOOK_BACK
 
 
 def _automaton(table: dict[str, object]) -> ahocorasick.Automaton | None:
@@ -169,6 +203,17 @@ def _rank(groups: Iterable[TermGroup]) -> int:
     return max((SEVERITY_RANK[g.severity] for g in groups), default=99)
 
 
+def _whole_words(norm: str, found: list[Hit]) -> list[Hit]:
+    """The en hits that start at a word start, each extended over a plural s/es to its word end."""
+    size = len(norm)
+    return [
+        (start, stop, rank, key, groups)
+        for start, end, rank, key, groups in found
+        if not (start > 0 and norm[start - 1].isalnum())
+        and (stop := end if end == size or not norm[end].isalnum() else _word_stop(norm, end)) >= 0
+    ]
+
+
 def _word_stop(norm: str, stop: int) -> int:
     """End of the word after a match (allowing a plural s/es), or -1 when the match ends mid-word."""
     for suffix in ("", "s", "es"):
@@ -178,34 +223,42 @@ def _word_stop(norm: str, stop: int) -> int:
     return -1
 
 
-def _drop_contained(hits: list[tuple]) -> list[tuple]:
-    """Drop a (start, end, rank, ...) hit inside a longer one that is an exclusion or at least as
-    severe: "抑郁" inside "抗抑郁" is the drug, "中毒" inside "慢性铅中毒" is no emergency."""
-    hits.sort(key=lambda h: (h[0], -h[1]))
+def _drop_contained(hits: list[Hit]) -> list[Hit]:
+    """Drop a hit inside a longer one that is an exclusion or at least as severe: "抑郁" inside "抗抑郁"
+    is the drug, "中毒" inside "慢性铅中毒" is no emergency."""
+    hits.sort(key=itemgetter(1), reverse=True)  # two stable sorts: by start, the longest first
+    hits.sort(key=itemgetter(0))
     kept, reach = [], -1  # reach: furthest end so far; a hit ending beyond it has no container
-    for i, h in enumerate(hits):
-        if h[1] > reach or not any(
-            c[1] >= h[1] and c[1] - c[0] > h[1] - h[0] and c[2] >= h[2] for c in hits[:i]
-        ):
-            kept.append(h)
-        reach = max(reach, h[1])
+    for i, hit in enumerate(hits):
+        if hit[1] > reach:
+            reach = hit[1]
+        elif _contained(hit, hits[:i]):
+            continue
+        kept.append(hit)
     return kept
 
 
-# ---- literal prefixes of a pattern ---------------------------------------------------------------
+def _contained(hit: Hit, before: list[Hit]) -> bool:
+    """Whether a hit that starts no later is longer, ends no sooner and ranks at least as high."""
+    start, end, rank = hit[0], hit[1], hit[2]
+    return any(other[1] >= end and other[1] - other[0] > end - start and other[2] >= rank for other in before)
 
 
-def _matches_at(regex: re.Pattern[str], text: str, starts: list[int]) -> Iterator[re.Match[str]]:
+# ---- patterns tried only where one of their literal prefixes begins ----------------------------------
+
+
+def _matches_at(regex: re.Pattern[str], text: str, starts: list[int]) -> list[re.Match[str]]:
     """finditer's non-overlapping matches when every match must begin at one of `starts` (ascending)."""
-    reach = 0
+    matches, reach = [], 0
     for start in starts:
         if start >= reach and (match := regex.match(text, start)):
             reach = match.end()
-            yield match
+            matches.append(match)
+    return matches
 
 
-def _prefix_automaton(patterns: list[re.Pattern[str]]) -> tuple[ahocorasick.Automaton | None, set[int]]:
-    """An automaton of the patterns' literal prefixes (value: length, pattern indices), and the
+def _pattern_prefixes(patterns: list[re.Pattern[str]]) -> tuple[dict[str, tuple[int, ...]], set[int]]:
+    """The patterns' literal prefixes (each with the indices of the patterns it begins), and the
     patterns without such prefixes, which must be searched at every position."""
     table: dict[str, list[int]] = {}
     everywhere = set()
@@ -215,60 +268,4 @@ def _prefix_automaton(patterns: list[re.Pattern[str]]) -> tuple[ahocorasick.Auto
             everywhere.add(i)
         for prefix in prefixes or ():
             table.setdefault(prefix, []).append(i)
-    return _automaton({p: (len(p), tuple(indices)) for p, indices in table.items()}), everywhere
-
-
-_PREFIX_CAP = 256  # more alternatives than this and the prefixes stop growing (shorter ones still hold)
-
-
-def literal_prefixes(regex: re.Pattern[str]) -> list[str] | None:
-    """Strings one of which begins every match of `regex`, from its parse tree; None when there are none
-    (the pattern may start with a class like \\w, or ignore case)."""
-    if regex.flags & re.IGNORECASE:
-        return None
-    strings, _ = _seq_prefixes(list(sre_parser.parse(regex.pattern, regex.flags)))
-    if "" in strings:
-        return None
-    # a string that extends another adds nothing: every match it begins also begins with the shorter one
-    return sorted(s for s in strings if not any(s != t and s.startswith(t) for t in strings))
-
-
-def _seq_prefixes(items: list) -> tuple[set[str], bool]:
-    """(prefixes, complete) of a parsed sequence; complete: they are the sequence's whole matches."""
-    if not items:
-        return {""}, True
-    (op, av), rest = items[0], items[1:]
-    if op in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):  # zero width
-        return _seq_prefixes(rest)
-    if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT) and av[0] == 0:
-        once = _seq_prefixes(list(av[2]) + rest) if av[1] == 1 else (_seq_prefixes(list(av[2]))[0], False)
-        skip = _seq_prefixes(rest)
-        return once[0] | skip[0], once[1] and skip[1]
-    head, whole = _item_prefixes(op, av)
-    if not whole or "" in head:
-        return head, False
-    tail, tail_whole = _seq_prefixes(rest)
-    if len(head) * len(tail) > _PREFIX_CAP:
-        return head, False
-    return {a + b for a in head for b in tail}, tail_whole
-
-
-def _item_prefixes(op: object, av: object) -> tuple[set[str], bool]:
-    if op is sre.LITERAL:
-        return {chr(av)}, True
-    if op is sre.IN and all(k in (sre.LITERAL, sre.RANGE) for k, _ in av):
-        chars = "".join(
-            chr(v) if k is sre.LITERAL else "".join(map(chr, range(v[0], v[1] + 1))) for k, v in av
-        )
-        return (set(chars), True) if len(chars) <= 32 else ({""}, False)
-    if op is sre.SUBPATTERN and not av[1] & re.IGNORECASE:
-        return _seq_prefixes(list(av[3]))
-    if op is sre.ATOMIC_GROUP:
-        return _seq_prefixes(list(av))
-    if op is sre.BRANCH:
-        found = [_seq_prefixes(list(branch)) for branch in av[1]]
-        return set().union(*(f[0] for f in found)), all(f[1] for f in found)
-    if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):  # at least once
-        body, whole = _seq_prefixes(list(av[2]))
-        return body, whole and av[0] == av[1] == 1
-    return {""}, False
+    return {p: tuple(indices) for p, indices in table.items()}, everywhere
