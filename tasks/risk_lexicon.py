@@ -2,7 +2,9 @@
 
 The lexicon is validated once at load, so a typo in a severity, a category or a regular expression
 fails with the file and the entry named instead of mislabelling rows later. tasks/term_matcher.py
-compiles it for one language; tasks/classify_risk.py turns its hits into labels.
+compiles it for one language; tasks/classify_risk.py turns its hits into labels. Last, what a pattern
+can match, read from its parse tree: the matcher tries a pattern only where one of its literal
+prefixes begins, and knows from its whole matches (when they are few) what it may contain.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import Path
+from re import _constants as sre  # parse trees of the lexicon's own patterns (stable since 3.11)
+from re import _parser as sre_parser
 from typing import Annotated, Literal
 
 import yaml
@@ -168,3 +172,73 @@ def _where(loc: tuple, raw: dict) -> str:
         entry = (raw.get(loc[0]) or [{}])[loc[1]] if loc[1] < len(raw.get(loc[0]) or []) else {}
         parts[:2] = [f"{loc[0]}[{loc[1]}] (name={entry.get('name') if isinstance(entry, dict) else None!r})"]
     return ".".join(parts) or "(top level)"
+
+
+# ---- what a pattern can match, read from its parse tree (tasks/term_matcher.py) -----------------------
+
+_PREFIX_CAP = 256  # at most this many alternatives: past it a prefix grows by fewer characters
+_PREFIX_LEN = 8  # longer prefixes find few fewer places to try, but add thousands of automaton nodes (en)
+
+
+def literal_prefixes(regex: re.Pattern[str]) -> list[str] | None:
+    """Strings one of which begins every match of `regex`, from its parse tree; None when there are none
+    (the pattern may start with a class like \\w, or ignore case)."""
+    if regex.flags & re.IGNORECASE:
+        return None
+    strings, _ = _seq_prefixes(list(sre_parser.parse(regex.pattern, regex.flags)))
+    if "" in strings:
+        return None
+    strings = {s[:_PREFIX_LEN] for s in strings}
+    # a string that extends another adds nothing: every match it begins also begins with the shorter one
+    return sorted(s for s in strings if not any(s != t and s.startswith(t) for t in strings))
+
+
+def whole_matches(regex: re.Pattern[str]) -> set[str] | None:
+    """Every string `regex` can match (lookarounds aside) when they are a few thousand literal strings."""
+    if regex.flags & re.IGNORECASE:
+        return None
+    strings, complete = _seq_prefixes(list(sre_parser.parse(regex.pattern, regex.flags)), 4096)
+    return strings if complete else None
+
+
+def _seq_prefixes(items: list, cap: int = _PREFIX_CAP) -> tuple[set[str], bool]:
+    """(prefixes, complete) of a parsed sequence; complete: they are the sequence's whole matches."""
+    if not items:
+        return {""}, True
+    (op, av), rest = items[0], items[1:]
+    if op in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):  # zero width
+        return _seq_prefixes(rest, cap)
+    if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT) and av[0] == 0:
+        body = list(av[2])
+        once = _seq_prefixes(body + rest, cap) if av[1] == 1 else (_seq_prefixes(body, cap)[0], False)
+        skip = _seq_prefixes(rest, cap)
+        return once[0] | skip[0], once[1] and skip[1]
+    head, whole = _item_prefixes(op, av, cap)
+    if not whole:
+        return head, False
+    tail, tail_whole = _seq_prefixes(rest, cap)
+    while len(head) * len(tail) > cap and tail != {""}:  # too many: cut the tail's strings shorter
+        cut = max(map(len, tail)) - 1
+        tail, tail_whole = {t[:cut] for t in tail}, False
+    return {a + b for a in head for b in tail}, tail_whole
+
+
+def _item_prefixes(op: object, av: object, cap: int) -> tuple[set[str], bool]:
+    if op is sre.LITERAL:
+        return {chr(av)}, True
+    if op is sre.IN and all(k in (sre.LITERAL, sre.RANGE) for k, _ in av):
+        chars = "".join(
+            chr(v) if k is sre.LITERAL else "".join(map(chr, range(v[0], v[1] + 1))) for k, v in av
+        )
+        return (set(chars), True) if len(chars) <= 32 else ({""}, False)
+    if op is sre.SUBPATTERN and not av[1] & re.IGNORECASE:
+        return _seq_prefixes(list(av[3]), cap)
+    if op is sre.ATOMIC_GROUP:
+        return _seq_prefixes(list(av), cap)
+    if op is sre.BRANCH:
+        found = [_seq_prefixes(list(branch), cap) for branch in av[1]]
+        return set().union(*(f[0] for f in found)), all(f[1] for f in found)
+    if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):  # at least once
+        body, whole = _seq_prefixes(list(av[2]), cap)
+        return body, whole and av[0] == av[1] == 1
+    return {""}, False

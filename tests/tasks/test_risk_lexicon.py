@@ -12,8 +12,8 @@ from flows.config import ASSETS_DIR
 from tasks.classify_risk import RiskClassifier, classify_rows, risk_distribution
 from tasks.io import read_jsonl
 from tasks.records import SAFETY_CATEGORIES
-from tasks.risk_lexicon import DEFAULT_LEXICON, Lexicon, load_lexicon, normalize
-from tasks.term_matcher import TermMatcher, literal_prefixes
+from tasks.risk_lexicon import DEFAULT_LEXICON, Lexicon, load_lexicon, normalize, whole_matches
+from tasks.term_matcher import TermMatcher, _cue_before, literal_prefixes
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +139,7 @@ def test_patterns_obey_negation_and_report_their_start() -> None:
         (r"(?<![a-z])\bfoo", ["foo"]),
         ("x{2,3}y", ["x"]),
         ("ab|abc", ["ab"]),  # abc adds nothing: every match it begins also begins with ab
+        ("(?:end|ends) my", ["end my", "ends my"]),  # re reads this as end(?:|s): the empty branch too
         (r"\w+x", None),  # no literal start: searched everywhere
         ("(?i)ab", None),
         ("a|", None),  # may match empty
@@ -146,6 +147,20 @@ def test_patterns_obey_negation_and_report_their_start() -> None:
 )
 def test_literal_prefixes_begin_every_match(pattern: str, prefixes: list[str] | None) -> None:
     assert literal_prefixes(re.compile(pattern)) == prefixes
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matches"),
+    [
+        ("(?:end|ends) my", {"end my", "ends my"}),
+        ("(?<!x)a[bc]?(?=d)", {"a", "ab", "ac"}),  # lookarounds aside
+        (r"a\w", None),  # a class: not a list of strings
+        ("ab+", None),
+        ("(?i)ab", None),
+    ],
+)
+def test_whole_matches_list_what_a_pattern_can_match(pattern: str, matches: set[str] | None) -> None:
+    assert whole_matches(re.compile(pattern)) == matches
 
 
 def test_every_shipped_pattern_is_tried_only_at_its_prefixes() -> None:
@@ -163,7 +178,14 @@ def _sample_texts() -> list[tuple[str, str]]:
     return texts
 
 
+def _word_start(text: str, start: int, lang: str) -> bool:
+    """Where an en hit may start (a zh one may start anywhere)."""
+    return lang == "zh" or start == 0 or not text[start - 1].isalnum()
+
+
 def test_pattern_spans_equal_finditer_on_samples_and_noise() -> None:
+    """Where a hit may start, what the prefixes let through is what finditer finds (en matches that start
+    mid-word are dropped later anyway)."""
     lexicon = load_lexicon(DEFAULT_LEXICON)
     matchers = {lang: TermMatcher(lexicon, lang) for lang in ("zh", "en")}
     rng = random.Random(7)
@@ -171,31 +193,56 @@ def test_pattern_spans_equal_finditer_on_samples_and_noise() -> None:
     noise = [("".join(rng.choice(pieces[lang]) for _ in range(rng.randint(0, 60))), lang) for lang in ("zh", "en") for _ in range(400)]
     for text, lang in _sample_texts() + noise:
         matcher = matchers[lang]
-        expected = [(m.start(), m.end(), m.group(0), (g, r)) for rx, g, r in matcher.patterns for m in rx.finditer(text)]
-        assert list(matcher._pattern_spans(text)) == expected, text
+        expected = [(m.start(), m.end(), r, m.group(0), g) for rx, g, r in matcher.patterns for m in rx.finditer(text)]
+        _, starts, _ = matcher._scan(text, matcher.automaton)
+        spans = matcher._pattern_spans(text, starts)
+        assert [s for s in spans if _word_start(text, s[0], lang)] == [
+            s for s in expected if _word_start(text, s[0], lang)
+        ], text
 
 
 def test_negation_precheck_never_hides_a_cue() -> None:
-    """_cue_nearby may say yes too often, never no where _negated would find a cue (the window edge
-    can cut "techno" to "no", which reads as a cue at the span's start)."""
+    """A hit with no cue ending in the window before it (positions from the scan) is not negated: the
+    precheck may say yes too often, never no where _negated would find a cue (the window edge can cut
+    "techno" to "no", which reads as a cue at the span's start)."""
     lexicon = load_lexicon(DEFAULT_LEXICON)
     matchers = {lang: TermMatcher(lexicon, lang) for lang in ("zh", "en")}
     # the 80-character window starts inside "techno" when k == 0: "no" then opens the span as a word
     edges = [("tech" + "no " + "a" * (25 + k) + " " + "b" * 25 + " " + "c" * 24 + " chest pain; no fever", "en") for k in range(-3, 4)]
     edges += [("无" * k + "患者无发热，否认胸痛，未见抽搐，没有头痛", "zh") for k in range(12)]
+    edges += [("no_fever nofever no-fever (no) fever; denies.pain without", "en")]
     cases = [(normalize(t, lang), lang, 1) for t, lang in edges] + [(t, lang, 3) for t, lang in _sample_texts()]
     checked = 0
     for text, lang, step in cases:
         matcher = matchers[lang]
-        scope = matcher._scope(text)
+        _, _, cues = matcher._scan(text, matcher.automaton)
         for start in range(0, len(text) + 1, step):
             for mode in ("all", "clinical"):
-                if not matcher._cue_nearby(text, start, mode, scope):
+                if _word_start(text, start, lang) and not _cue_before(cues.get(mode), start):
                     checked += 1
                     assert not matcher._negated(text, start, mode), (text, start, mode)
     assert checked > 10_000
     cut = normalize(edges[3][0], "en")
     assert matchers["en"]._negated(cut, cut.index("chest"), "all")  # the edge case above is exercised
+
+
+def test_hits_of_some_groups_are_all_hits_of_those_groups() -> None:
+    """hits(text, groups) scans with an automaton cut to what those groups' hits depend on; the result
+    must be the full hits of those groups, whatever contains what (terms, patterns, exclusions)."""
+    lexicon = load_lexicon(DEFAULT_LEXICON)
+    names = [g.name for g in lexicon.groups]
+    rng = random.Random(3)
+    sets = [frozenset([n]) for n in names] + [frozenset(rng.sample(names, k)) for k in (2, 4, 8) for _ in range(5)]
+    for lang in ("zh", "en"):
+        matcher = TermMatcher(lexicon, lang)
+        pieces = list(matcher.entries) + [t for texts in matcher.pattern_texts if texts for t in sorted(texts)[:10]]
+        filler = list("，。 的了a,.;\n") if lang == "zh" else [" ", ", ", ". ", " the ", "s ", "es "]
+        glued = ["".join(rng.choice(pieces) + rng.choice(filler) for _ in range(rng.randint(1, 8))) for _ in range(300)]
+        texts = [t for t, text_lang in _sample_texts() if text_lang == lang] + [normalize(t, lang) for t in glued]
+        for text in texts:
+            full = matcher.hits(text)
+            for groups in rng.sample(sets, 4):
+                assert matcher.hits(text, groups) == [h for h in full if h[2].name in groups], (text, groups)
 
 
 @pytest.mark.parametrize(
