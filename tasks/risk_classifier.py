@@ -32,8 +32,10 @@ _CATEGORY_RANK = {c: len(SAFETY_CATEGORIES) - i for i, c in enumerate(SAFETY_CAT
 
 def options_start(norm: str) -> int:
     """Where exam answer options begin in a normalized text (markers a, b, c in order), else its length."""
+    if not _THIRD_MARKER.search(norm):  # most texts: no "c" marker ("c" is rarer than "a": searched first)
+        return len(norm)
     first = _FIRST_MARKER.search(norm)
-    if first is None or not _THIRD_MARKER.search(norm, first.end()):  # most texts: no options, known fast
+    if first is None or not _THIRD_MARKER.search(norm, first.end()):
         return len(norm)
     seen: dict[str, int] = {}
     for match in _MARKER.finditer(norm, first.start()):
@@ -74,7 +76,9 @@ class RiskClassifier:
             for kind in {g.kind for g in lexicon.groups}
         }
         self._concern_keys = frozenset(lexicon.concerns)
-        self._templated_kinds = self._concern_keys & self._group_names.keys()
+        self._templated_kinds = self._concern_keys.intersection(self._group_names)
+        self._kind_groups: dict[frozenset[str], tuple[frozenset[str], frozenset[str]]] = {}  # _context_groups
+        self._combinations = [(combo, frozenset(combo.requires[0])) for combo in lexicon.combinations]
         # what a hit of each group gives, outside and inside answer options: (field, value, severity, strength)
         self._items = {
             g.name: (_item(g, in_options=False), _item(g, in_options=True)) for g in lexicon.groups
@@ -112,8 +116,8 @@ class RiskClassifier:
                 first_term.setdefault(group.kind, term)
         if not combine:
             return list(evidence.values())
-        for combo in self.lexicon.combinations:
-            if first_term.keys().isdisjoint(combo.requires[0]):  # the usual case, decided fast
+        for combo, first_slot in self._combinations:
+            if first_term.keys().isdisjoint(first_slot):  # the usual case, decided fast
                 continue
             found = [next((first_term[k] for k in slot if k in first_term), None) for slot in combo.requires]
             if all(found):
@@ -151,22 +155,34 @@ class RiskClassifier:
         if kinds is not None and not kinds:
             return self._label(primary, lang)
         norm = normalize(context or "", lang)
-        groups = None if kinds is None else frozenset().union(*(self._group_names[k] for k in kinds))
-        if groups and not groups.isdisjoint(self._option_sensitive) and options_start(norm) == len(norm):
-            # no answer options: a group with a category or above medium adds nothing that passes below
-            groups -= self._option_sensitive
-            if not groups:
-                return self._label(primary, lang)
+        groups = None
+        if kinds is not None:
+            groups, plain = self._context_groups(kinds)
+            if plain != groups and options_start(norm) == len(norm):
+                # no answer options: a group with a category or above medium adds nothing that passes below
+                if not plain:
+                    return self._label(primary, lang)
+                groups = plain
+        context_evidence = self._evidence(norm, lang, combine=False, groups=groups)
+        if not context_evidence:
+            return self._label(primary, lang)
         seen = {(e["term"], e.get("kind")) for e in primary}
         # unsorted is enough: the sort below is stable and extras never outrank each other by category
         extra = [
             e
-            for e in self._evidence(norm, lang, combine=False, groups=groups)
+            for e in context_evidence
             if "kind" in e and SEVERITY_RANK[e["severity"]] <= _MEDIUM and (e["term"], e["kind"]) not in seen
         ]
         return self._label(sorted(primary + extra, key=_strength, reverse=True) if extra else primary, lang)
 
-    def _deciding_kinds(self, primary: list[dict[str, str]]) -> set[str] | None:
+    def _context_groups(self, kinds: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
+        """The groups of `kinds`, and those of them whose hits count alike outside answer options."""
+        if kinds not in self._kind_groups:
+            groups = frozenset().union(*(self._group_names[k] for k in kinds))
+            self._kind_groups[kinds] = (groups, groups - self._option_sensitive)
+        return self._kind_groups[kinds]
+
+    def _deciding_kinds(self, primary: list[dict[str, str]]) -> frozenset[str] | None:
         """The kinds whose context evidence can still change level or concern (None: any kind).
 
         Context adds kinds at most medium, placed after the question's equals: with the level at
@@ -178,17 +194,16 @@ class RiskClassifier:
         keys = [e.get("category") or e.get("kind") for e in primary]
         top = next((i for i, key in enumerate(keys) if key in self._concern_keys), None)
         if top is None:
-            return set(self._templated_kinds)
+            return self._templated_kinds
         if SEVERITY_RANK[primary[top]["severity"]] < _MEDIUM:
             return None
         if keys[top] not in self._group_names:  # a category: context evidence is never one
-            return set()
-        same = [
-            e
+            return frozenset()
+        same = sum(
+            key == keys[top] and SEVERITY_RANK[e["severity"]] >= _MEDIUM
             for e, key in zip(primary, keys, strict=True)
-            if key == keys[top] and SEVERITY_RANK[e["severity"]] >= _MEDIUM
-        ]
-        return {keys[top]} if len(same) < 3 else set()
+        )
+        return frozenset([keys[top]]) if same < 3 else frozenset()
 
 
 def _item(group: TermGroup, in_options: bool) -> tuple[str, str, str, tuple[int, int]]:

@@ -20,6 +20,7 @@ import ahocorasick
 from tasks.risk_lexicon import SEVERITY_RANK, Lexicon, TermGroup, literal_prefixes, normalize, whole_matches
 
 _LOOK_BACK = 80  # characters before a hit in which a negation cue is looked for
+_NOT_IN_WORD = re.compile(r"[^\w']|_")  # what splits en words for negation: not a letter, digit or '
 
 # A hit before containment: (start, end, rank, key, groups); an exclusion has no groups.
 Hit = tuple[int, int, int, str, tuple[TermGroup, ...]]
@@ -45,6 +46,8 @@ class TermMatcher:
         self.pattern_texts = [whole_matches(rx) for rx, _, _ in self.patterns]  # None: too many to list
         prefixes, self.scan_everywhere = _pattern_prefixes([rx for rx, _, _ in self.patterns])
         self.ignore = [normalize(p, lang) for p in self.rules.ignore]
+        # finds any ignored phrase: most clauses hold none, and then need no replacing
+        self.ignored = re.compile("|".join(map(re.escape, self.ignore))) if self.ignore else None
         bound = "" if lang == "zh" else r"\b"
         cues = {
             mode: [normalize(c, lang) for c in strings]
@@ -57,8 +60,8 @@ class TermMatcher:
         }
         ends = "，。；！？,.;!?：:\n" if lang == "zh" else ".;!?:\n"
         self.clause_end = re.compile(f"[{re.escape(ends)}]")
-        # one automaton for all three; value: (length, key, groups or None when no term, rank,
-        # indices of the patterns it begins, negation modes it is a cue of)
+        # one automaton for terms, pattern prefixes and cues; value: (length, key, groups or None when
+        # no term, rank, indices of the patterns it begins, negation modes it is a cue of)
         self.entries = {}
         for key in {**table, **prefixes, **{cue: None for strings in cues.values() for cue in strings}}:
             groups, modes = table.get(key), tuple(mode for mode, strings in cues.items() if key in strings)
@@ -82,7 +85,7 @@ class TermMatcher:
             # what may contain a match of their patterns is not known in advance: scan with everything
             terms, starts, _ = self._scan(norm, self.automaton)
             patterns = self._pattern_spans(norm, starts)
-        found = terms + patterns
+        found = terms + patterns if patterns else terms
         if self.lang == "en" and found:
             found = _whole_words(norm, found)
         out = []
@@ -135,13 +138,14 @@ class TermMatcher:
         found: list[Hit] = []
         starts: dict[int, list[int]] = {}
         cues: dict[str, list[int]] = {}
+        en = self.lang == "en"
         for end, (n, key, groups, rank, patterns, modes) in automaton.iter(norm) if automaton else ():
             if groups is not None:
                 found.append((end - n + 1, end + 1, rank, key, groups))
             if patterns:  # this and cues are rarer than terms
                 for i in patterns:
                     starts.setdefault(i, []).append(end - n + 1)
-            if modes and not (self.lang == "en" and key[-1].isalnum() and norm[end + 1 : end + 2].isalnum()):
+            if modes and not (en and key[-1].isalnum() and norm[end + 1 : end + 2].isalnum()):
                 for mode in modes:
                     cues.setdefault(mode, []).append(end + 1)
         return found, starts, cues
@@ -171,13 +175,14 @@ class TermMatcher:
         span = self.clause_end.split(norm[max(0, start - _LOOK_BACK) : start])[-1]
         if cue is None or not cue.search(span):
             return False
-        for phrase in self.ignore:
-            span = span.replace(phrase, " ")
+        if self.ignored and self.ignored.search(span):
+            for phrase in self.ignore:
+                span = span.replace(phrase, " ")
         if self.lang == "zh":
             span = span[-self.rules.window :]
             cut = max((span.rfind(b) + len(b) for b in self.rules.breakers if b in span), default=0)
             return bool(cue.search(span[cut:]))
-        tail = "".join(ch if ch.isalnum() or ch == "'" else " " for ch in span).split()[-self.rules.window :]
+        tail = _NOT_IN_WORD.sub(" ", span).split()[-self.rules.window :]
         cut = max((i + 1 for i, word in enumerate(tail) if word in self.rules.breakers), default=0)
         return bool(cue.search(" ".join(tail[cut:])))
 
