@@ -54,17 +54,19 @@ def iter_jsonl(path: str | Path, *, strict: bool = True) -> Iterator[tuple[int, 
     """
     path = Path(path)
     for line_no, raw in _lines(path):
+        text = None
         try:
-            obj = orjson.loads(raw)
-            reason = None
+            obj, reason = orjson.loads(raw), None
         except orjson.JSONDecodeError:
-            obj, reason = _stdlib_loads(raw.decode("utf-8", errors="surrogateescape"))
+            text = raw.decode("utf-8", errors="surrogateescape")
+            obj, reason = _stdlib_loads(text)
         if reason is None and not isinstance(obj, dict):
             reason = f"expected a JSON object, got {type(obj).__name__}"
         if reason is None:
             yield line_no, obj
             continue
-        err = JsonlLineError(path, line_no, raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n"), reason)
+        text = text if text is not None else raw.decode("utf-8", errors="surrogateescape")
+        err = JsonlLineError(path, line_no, text.rstrip("\r\n"), reason)
         if strict:
             raise err
         yield line_no, err
