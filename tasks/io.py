@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,9 @@ def count_jsonl_lines(path: str | Path) -> int:
     return sum(1 for _ in _lines(Path(path)))
 
 
-def iter_jsonl(path: str | Path, *, strict: bool = True) -> Iterator[tuple[int, dict[str, Any] | JsonlLineError]]:
+def iter_jsonl(
+    path: str | Path, *, strict: bool = True
+) -> Iterator[tuple[int, dict[str, Any] | JsonlLineError]]:
     """Yield (line number, object) for each non-blank line.
 
     strict=True raises on the first bad line; strict=False yields the JsonlLineError instead so
@@ -54,22 +58,32 @@ def iter_jsonl(path: str | Path, *, strict: bool = True) -> Iterator[tuple[int, 
     """
     path = Path(path)
     for line_no, raw in _lines(path):
-        text = None
-        try:
-            obj, reason = orjson.loads(raw), None
-        except orjson.JSONDecodeError:
-            text = raw.decode("utf-8", errors="surrogateescape")
-            obj, reason = _stdlib_loads(text)
-        if reason is None and not isinstance(obj, dict):
-            reason = f"expected a JSON object, got {type(obj).__name__}"
-        if reason is None:
-            yield line_no, obj
-            continue
-        text = text if text is not None else raw.decode("utf-8", errors="surrogateescape")
-        err = JsonlLineError(path, line_no, text.rstrip("\r\n"), reason)
-        if strict:
-            raise err
-        yield line_no, err
+        obj = parse_jsonl_line(path, line_no, raw)
+        if strict and isinstance(obj, JsonlLineError):
+            raise obj
+        yield line_no, obj
+
+
+def jsonl_records(path: str | Path) -> list[tuple[int, bytes]]:
+    """(line number, raw bytes) of every record iter_jsonl would yield, unparsed: for a reader that
+    parses only some of them (parse_jsonl_line)."""
+    return list(_lines(Path(path)))
+
+
+def parse_jsonl_line(path: Path, line_no: int, raw: bytes) -> dict[str, Any] | JsonlLineError:
+    """One record of a JSONL file: the object, or the error iter_jsonl reports for it."""
+    text = None
+    try:
+        obj, reason = orjson.loads(raw), None
+    except orjson.JSONDecodeError:
+        text = raw.decode("utf-8", errors="surrogateescape")
+        obj, reason = _stdlib_loads(text)
+    if reason is None and not isinstance(obj, dict):
+        reason = f"expected a JSON object, got {type(obj).__name__}"
+    if reason is None:
+        return obj
+    text = text if text is not None else raw.decode("utf-8", errors="surrogateescape")
+    return JsonlLineError(path, line_no, text.rstrip("\r\n"), reason)
 
 
 def _stdlib_loads(text: str) -> tuple[Any, str | None]:
@@ -79,9 +93,61 @@ def _stdlib_loads(text: str) -> tuple[Any, str | None]:
         return None, f"invalid JSON ({exc.msg} at column {exc.colno})"
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL file whose every line must be a JSON object."""
-    return [obj for _, obj in iter_jsonl(path, strict=True)]  # type: ignore[misc]
+def read_jsonl(path: str | Path, *, keep: bool = False) -> list[dict[str, Any]]:
+    """Read a JSONL file whose every line must be a JSON object.
+
+    keep=True: the parsed rows stay in this process for the next keep=True reader of the same,
+    unchanged file (same inode, size and modification time), which gets fresh copies of the row dicts
+    (nested lists are shared: treat them as read-only). The data flow's last stages read the same
+    split files in turn; see forget_kept.
+    """
+    path = Path(path)
+    key = _identity(path) if keep else None
+    if key is None:
+        return [obj for _, obj in iter_jsonl(path, strict=True)]  # type: ignore[misc]
+    with _LOCK:
+        rows = _KEPT.get(key)
+        if rows is not None:
+            _KEPT.move_to_end(key)
+    if rows is None:
+        rows = [obj for _, obj in iter_jsonl(path, strict=True)]  # type: ignore[misc]
+        with _LOCK:
+            _forget_path(_KEPT, key[0])
+            while _KEPT and sum(k[-1] for k in _KEPT) + key[-1] > KEEP_BYTES:
+                _KEPT.popitem(last=False)  # the least recently read first
+            if key[-1] <= KEEP_BYTES:
+                _KEPT[key] = rows
+    return [dict(row) for row in rows]
+
+
+KEEP_BYTES = 192 * 2**20  # files kept parsed at once, by size on disk (their rows take 2-3x that in memory)
+REMEMBER_MIN_BYTES = 1 << 20  # smaller files are read and hashed afresh: cheap, and rewritten fastest
+_KEPT: OrderedDict[tuple, list[dict[str, Any]]] = OrderedDict()
+_HASHES: dict[tuple, str] = {}
+_LOCK = threading.Lock()
+
+
+def _forget_path(memo: dict, resolved: str) -> None:
+    """Drop what is remembered about earlier versions of a file."""
+    for k in [k for k in memo if k[0] == resolved]:
+        del memo[k]
+
+
+def _identity(path: Path) -> tuple | None:
+    """What tells an unchanged file from a rewritten one (an atomic rewrite gets a new inode); None for a
+    small file, whose rewrites (three of the same size within one clock tick could reuse an inode and
+    a timestamp) are too cheap to remember anything about."""
+    st = path.stat()
+    if st.st_size < REMEMBER_MIN_BYTES:
+        return None
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def forget_kept() -> None:
+    """Drop the rows read_jsonl(keep=True) holds (and the remembered file hashes)."""
+    with _LOCK:
+        _KEPT.clear()
+        _HASHES.clear()
 
 
 def dumps_line(row: dict[str, Any]) -> bytes:
@@ -129,7 +195,11 @@ class atomic_open:  # noqa: N801 - used like open()
 
     def __enter__(self):
         fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        self.fh = os.fdopen(fd, "wb") if self.binary else os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape")
+        self.fh = (
+            os.fdopen(fd, "wb")
+            if self.binary
+            else os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape")
+        )
         return self.fh
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -150,14 +220,30 @@ def text_hash(*parts: str, length: int = 16) -> str:
 
 
 def file_hash(path: str | Path) -> str:
-    """Content hash of a file, or of every file below a directory (names included)."""
+    """Content hash (SHA-256) of a file, or of every file below a directory (names included); a file's
+    hash is remembered while it stays unchanged (same inode, size and modification time)."""
     path = Path(path)
-    h = hashlib.blake2b(digest_size=16)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if path.is_file():
+        key = _identity(path)
+        if key is None:
+            return _content_hash([path], None)
+        with _LOCK:
+            known = _HASHES.get(key)
+        if known is None:
+            known = _content_hash([path], None)
+            with _LOCK:
+                _forget_path(_HASHES, key[0])
+                _HASHES[key] = known
+        return known
+    return _content_hash(sorted(p for p in path.rglob("*") if p.is_file()), path)
+
+
+def _content_hash(files: list[Path], root: Path | None) -> str:
+    h = hashlib.sha256()
     for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode())
+        if root is not None:
+            h.update(str(f.relative_to(root)).encode())
         with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
+            while chunk := fh.read(1 << 20):
                 h.update(chunk)
-    return h.hexdigest()
+    return h.hexdigest()[:32]
