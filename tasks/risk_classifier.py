@@ -1,7 +1,7 @@
 """RiskClassifier: a row's risk level, safety categories and concern from the lexicon's hits.
 
 Pure and free of Prefect, so classification worker processes start in well under a second
-(tasks/classify_risk.py runs them for large inputs). Labels come from the question; the reasoning and
+(tasks/parallel_label.py runs them for large inputs). Labels come from the question; the reasoning and
 answer may add only weak evidence. Exam answer options ("A. 胃癌 B. ... C. ...") name candidates, not
 what the asker has: a term found only there counts as its plain kind capped at medium.
 """
@@ -279,21 +279,6 @@ def risk_distribution(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "shares": {level: round(levels.get(level, 0) / total, 4) if total else 0.0 for level in RISK_LEVELS},
         "categories": {c: categories.get(c, 0) for c in SAFETY_CATEGORIES},
     }
-
-
-# ---- worker processes (tasks/classify_risk.py) -------------------------------------------------------
-
-_WORKER: dict[str, RiskClassifier] = {}
-
-
-def start_worker(lexicon: Lexicon) -> None:
-    """Process-pool initializer: compile the lexicon once per worker."""
-    _WORKER["classifier"] = RiskClassifier(lexicon)
-
-
-def label_chunk(rows: list[dict[str, Any]]) -> list[RiskLabel | None]:
-    """Labels of a chunk of rows, in a worker (its evidence trimmed to what classify_file reports)."""
-    return [trim(label_row(row, _WORKER["classifier"], weak_evidence=False)) for row in rows]
 
 
 def trim(label: RiskLabel | None, min_rank: int = SEVERITY_RANK["high"]) -> RiskLabel | None:

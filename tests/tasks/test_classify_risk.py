@@ -8,7 +8,7 @@ import pytest
 from prefect import flow
 
 from flows.config import ASSETS_DIR, Workdir
-from tasks import classify_risk
+from tasks import parallel_label
 from tasks.classify_risk import (
     DEFAULT_LEXICON,
     RiskClassifier,
@@ -244,7 +244,11 @@ def _sample_rows() -> list[dict]:
 CONTEXT_DECIDES = [  # the question leaves the concern (or the level) to the reasoning and answer
     _row("这个病怎么治疗？", answer="可以用阿莫西林或者头孢，也可以用左氧氟沙星"),  # no templated evidence
     _row("阿莫西林和头孢有什么区别？", answer="左氧氟沙星也是抗生素，胸痛要就医"),  # two drug terms of three
-    _row("What is the difference between amoxicillin and metformin?", lang="en", answer="Ibuprofen and lisinopril too."),
+    _row(
+        "What is the difference between amoxicillin and metformin?",
+        lang="en",
+        answer="Ibuprofen and lisinopril too.",
+    ),
     _row("最近睡不好怎么办？", think="考虑焦虑", answer="可在医生指导下用唑吡坦"),  # nothing: the level too
     _row("能吃阿莫西林吗？", answer="头孢和左氧氟沙星也可以"),  # settled by the question's category
 ]
@@ -262,11 +266,34 @@ def test_worker_processes_label_like_this_process(
     clf: RiskClassifier, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     rows = _sample_rows() * 2 + [_row("能吃安定吗", id="c", risk_level="high", labelled=True)]
-    monkeypatch.setattr(classify_risk, "CHUNK_ROWS", 40)  # several chunks: some to the worker, some here
+    monkeypatch.setattr(parallel_label, "CHUNK_ROWS", 40)  # several chunks: some to the worker, some here
     alone = label_all(rows, clf, workers=0)
     assert label_all(rows, clf, workers=1, min_rows=1) == alone
     assert "workers failed" not in caplog.text  # the worker labelled its chunks; nothing fell back
     assert alone[-1] is None and all(label is not None for label in alone[:-1])
+
+
+def test_workers_read_their_chunks_from_the_source_file(
+    clf: RiskClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "cleaned.jsonl"
+    write_jsonl(source, _sample_rows() * 2)
+    rows = read_jsonl(source)
+    monkeypatch.setattr(parallel_label, "CHUNK_ROWS", 40)
+    alone = label_all(rows, clf, workers=0)
+    assert label_all(rows, clf, workers=1, min_rows=1, source=source) == alone
+    assert "workers failed" not in caplog.text
+
+
+def test_a_failing_worker_costs_time_not_labels(
+    clf: RiskClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "cleaned.jsonl"
+    rows = _sample_rows() * 2
+    write_jsonl(source, rows[:-1])  # the worker finds one record fewer than it was told, and gives up
+    monkeypatch.setattr(parallel_label, "CHUNK_ROWS", 40)
+    assert label_all(rows, clf, workers=1, min_rows=1, source=source) == label_all(rows, clf, workers=0)
+    assert "workers failed" in caplog.text and "changed meanwhile" in caplog.text
 
 
 # ---- exam answer options --------------------------------------------------------------------
