@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from prefect import flow
@@ -13,6 +14,7 @@ from flows.config import ASSETS_DIR, Workdir, load_profile
 from tasks.classify_risk import classify_risk_task
 from tasks.cleanup import cleanup_task
 from tasks.download import download_task, source_inputs
+from tasks.io import forget_kept
 from tasks.sample_rl import sample_rl_task
 from tasks.split import split_task
 from validation.gate import quality_gate_task
@@ -29,16 +31,33 @@ def data_flow(profile: str = "tiny", sources: list[str] | None = None, workdir: 
     cfg = load_profile(profile, {"data.sources": sources} if sources else None)
     wd = Workdir.at(workdir)
 
-    raw = download_task(source_inputs(cfg.data.sources), wd, cfg.data)
-    cleaned = cleanup_task(Path(raw["manifest"]), wd, cfg.data)
-    classified = classify_risk_task(Path(cleaned["cleaned"]), wd, RISK_LEXICON)
-    splits = split_task(Path(classified["output"]), SAFETY_RED_TEAM, cfg.data, wd)
-    prompts = sample_rl_task(
-        Path(splits["train"]), Path(splits["red_team"]), Path(splits["gold_set"]), cfg.sampling, wd
-    )
-    gated = table_paths(wd)  # the splits and the RL prompts: what the gate and the report read
-    gate = quality_gate_task(gated, cfg.gate, cfg.sampling, cfg.data, wd)
-    report = data_report_task(
-        gated, Path(prompts["report"]), wd.quarantine, Path(gate["result_path"]), cfg.data, cfg.sampling, wd
-    )
+    # The stages build millions of rows (dicts of strings) and none of them is part of a reference cycle,
+    # yet the cyclic collector would walk them all again every few hundred thousand allocations: 4.5 s of
+    # an 18 s run on 50k rows. Reference counting still frees each row when it is dropped; the run's
+    # little cyclic garbage (~80k objects on 50k rows) waits until the flow ends.
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        raw = download_task(source_inputs(cfg.data.sources), wd, cfg.data)
+        cleaned = cleanup_task(Path(raw["manifest"]), wd, cfg.data)
+        classified = classify_risk_task(Path(cleaned["cleaned"]), wd, RISK_LEXICON)
+        splits = split_task(Path(classified["output"]), SAFETY_RED_TEAM, cfg.data, wd)
+        prompts = sample_rl_task(
+            Path(splits["train"]), Path(splits["red_team"]), Path(splits["gold_set"]), cfg.sampling, wd
+        )
+        gated = table_paths(wd)  # the splits and the RL prompts: what the gate and the report read
+        gate = quality_gate_task(gated, cfg.gate, cfg.sampling, cfg.data, wd)
+        report = data_report_task(
+            gated,
+            Path(prompts["report"]),
+            wd.quarantine,
+            Path(gate["result_path"]),
+            cfg.data,
+            cfg.sampling,
+            wd,
+        )
+    finally:
+        forget_kept()  # the split files the last stages shared: free them before training starts
+        if gc_was_on:
+            gc.enable()
     return {"profile": cfg.name, "workdir": str(wd.root), "gate_passed": gate["passed"], **report}

@@ -159,7 +159,8 @@ def sample_rl_task(
 ) -> dict[str, Any]:
     """Write data/rl/training_prompts.jsonl and data/rl/sampling_report.json."""
     logger = get_run_logger()
-    report = sample_rl_prompts(read_jsonl(train), read_jsonl(red_team), read_jsonl(gold_set), sampling_cfg)
+    tables = [read_jsonl(p, keep=True) for p in (train, red_team, gold_set)]  # the gate reads them next
+    report = sample_rl_prompts(*tables, sampling_cfg)
     write_jsonl(workdir.training_prompts, report.prompts)
     summary = summarize(report, sampling_cfg)
     report_path = workdir.rl / "sampling_report.json"

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
-    return read_jsonl(path) if path.is_file() else []
+    return read_jsonl(path, keep=True) if path.is_file() else []  # the gate read these same files
 
 
 def quarantine_counts(quarantine_dir: Path) -> dict[str, Any]:

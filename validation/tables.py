@@ -60,7 +60,7 @@ def load_tables(paths: Workdir | dict[str, Path]) -> dict[str, list[dict[str, An
             raise MedsafeError(
                 f"quality gate input {path} does not exist: run the '{_MAKES[name]}' stage first"
             )
-        tables[name] = read_jsonl(path)
+        tables[name] = read_jsonl(path, keep=True)  # the report reads them next
     return tables
 
 
