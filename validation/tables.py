@@ -45,6 +45,13 @@ RL_COLUMNS: tuple[str, ...] = (
     "copy",
 )
 _MAKES = dict.fromkeys(PROCESSED_TABLES, "split") | {"rl_prompts": "sample_rl_prompts"}
+# what every row must carry (not null), and the type of each typed field when it is not null
+_TEXT = ("id", "source", "lang", "question", "answer", "risk_level", "split", "group")
+REQUIRED = {"processed": _TEXT, "rl_prompts": ("id", "question", "risk_level", "origin", "copy")}
+TYPED: dict[str, dict[str, type]] = {
+    "processed": dict.fromkeys((*_TEXT, "think", "safety_concern"), str),  # safety_concern may be null
+    "rl_prompts": {"question": str, "copy": int},
+}
 
 
 def table_paths(workdir: Workdir) -> dict[str, Path]:
@@ -87,8 +94,31 @@ def _col(rows: list[dict[str, Any]], key: str) -> set[Any]:
     return {v for v in values if type(v) is str or (v is not None and isinstance(v, Hashable))}
 
 
+def _field_checks(df: pd.DataFrame, rows: list[dict[str, Any]], kind: str) -> None:
+    """Add missing_fields and mistyped_fields: per row, the names of its required fields that are null
+    (or absent), and of its fields whose value has the wrong type; null when there are none. One
+    expectation each replaces one per column: GE's cost is per expectation, and a failure names the
+    fields itself ("answer, group")."""
+    required, typed = REQUIRED[kind], TYPED[kind]
+    df["missing_fields"] = pd.Series(
+        [", ".join(c for c in required if r.get(c) is None) or None for r in rows], index=df.index, dtype=object
+    )
+    df["mistyped_fields"] = pd.Series(
+        [", ".join(c for c, t in typed.items() if not _typed(r.get(c), t)) or None for r in rows],
+        index=df.index,
+        dtype=object,
+    )
+
+
+def _typed(value: Any, kind: type) -> bool:
+    if value is None:
+        return True  # a null is missing_fields' business
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
 def _processed_frame(name: str, tables: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     df = _frame(tables[name], PROCESSED_COLUMNS)
+    _field_checks(df, tables[name], "processed")
     df["has_think"] = (
         _column(df, "think").map(lambda t: int(isinstance(t, str) and bool(t.strip()))).astype("int64")
     )
@@ -118,6 +148,7 @@ def _categories_known(df: pd.DataFrame) -> pd.Series:
 def _rl_frame(tables: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     rows = tables["rl_prompts"]
     df = _frame(rows, RL_COLUMNS)
+    _field_checks(df, rows, "rl_prompts")
     df["is_critical_high"] = (
         _column(df, "risk_level").map(lambda r: int(r in HIGH_RISK_LEVELS)).astype("int64")
     )

@@ -125,9 +125,20 @@ def test_flags_survive_cells_that_are_not_text(good_case):
     frame = build_frames(load_tables(good_case.workdir))["train"]
     assert frame["id_in_test"].tolist()[-1] == 0 and frame["id_in_test"].dtype == "int64"
     result = run_quality_gate(good_case.workdir, good_case.gate, good_case.sampling, good_case.data, build_docs=False)
-    assert ("processed_train", "expect_column_values_to_be_of_type", "id") in {
-        (f.suite, f.expectation_type, f.column) for f in result.failed
-    }
+    failed = {(f.suite, f.expectation_type, f.column): f.observed for f in result.failed}
+    assert "['id']" in failed[("processed_train", "expect_column_values_to_be_null", "mistyped_fields")]
+    assert "['group']" in failed[("processed_train", "expect_column_values_to_be_null", "missing_fields")]
+
+
+def test_missing_and_mistyped_fields_are_named_per_row(good_case):
+    _edit(
+        good_case.workdir.training_prompts,
+        lambda rows: rows + [dict(rows[0], copy=True, question=None), dict(rows[0], copy="2", origin=None)],
+    )
+    rl = build_frames(load_tables(good_case.workdir))["rl_prompts"]
+    assert rl["missing_fields"].tolist()[-2:] == ["question", "origin"]
+    assert rl["mistyped_fields"].tolist()[-2:] == ["copy", "copy"]  # a bool is no copy number, nor is text
+    assert rl["missing_fields"].iloc[:-2].isna().all() and rl["mistyped_fields"].iloc[:-2].isna().all()
 
 
 def test_missing_table_names_the_stage_to_run(good_case):
