@@ -71,8 +71,10 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _project_imports(path: Path) -> set[str]:
-    """Project modules imported anywhere in a file (`from tasks import x` counts tasks.x when it is a module)."""
+@cache
+def _project_imports(path: Path) -> frozenset[str]:
+    """Project modules imported anywhere in a file (`from tasks import x` counts tasks.x when it is a module);
+    each file is parsed once per process, however many stages' closures reach it."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -80,7 +82,7 @@ def _project_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{a.name}" for a in node.names)
-    return {n for n in names if n.split(".")[0] in PROJECT_PACKAGES and _module_file(n)}
+    return frozenset(n for n in names if n.split(".")[0] in PROJECT_PACKAGES and _module_file(n))
 
 
 @cache
