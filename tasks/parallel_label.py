@@ -67,24 +67,32 @@ def label_all(
     size = CHUNK_ROWS
     chunks = -(-len(rows) // size)
     labels: list[Labels | None] = [None] * chunks
-    context = multiprocessing.get_context(
-        "spawn"
-    )  # not fork: Prefect's threads may hold locks a child inherits
+    # spawn, not fork: Prefect's threads may hold locks (a log stream, say) that a forked child inherits
+    context = multiprocessing.get_context("spawn")
     counter = context.Value("q", 0)
+    shipped: Path | list[dict[str, Any]] = source if source is not None else rows
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(classifier.lexicon, counter)
+    )
     try:
-        with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_start_worker, initargs=(classifier.lexicon, counter)
-        ) as pool:
-            shipped: Path | list[dict[str, Any]] = source if source is not None else rows
+        try:
             futures = [pool.submit(_label_claimed, shipped, len(rows), size) for _ in range(workers)]
-            while (i := _claim(counter, chunks)) is not None:
-                labels[i] = label_rows(rows[i * size : (i + 1) * size], classifier)
-            for future in futures:
+        except Exception as exc:  # noqa: BLE001 - no process to start here (limits, no semaphores): label alone
+            log.warning("classification workers could not start (%s); labelling in this process", exc)
+            futures = []
+        while (i := _claim(counter, chunks)) is not None:
+            labels[i] = label_rows(rows[i * size : (i + 1) * size], classifier)
+        for future in futures:
+            try:
                 for i, chunk_labels in future.result().items():
                     labels[i] = chunk_labels
-    except Exception as exc:  # noqa: BLE001 - a worker that cannot start, dies or fails must not fail the stage:
-        # its chunks are labelled below, where a real problem in the rows raises from this process
-        log.warning("classification workers failed (%s); labelling their rows in this process", exc)
+            except Exception as exc:  # noqa: BLE001 - a worker that cannot start, dies or fails costs
+                # time, not the stage: its chunks are labelled below, and a real problem in them raises here
+                log.warning("a classification worker failed (%s); labelling its rows in this process", exc)
+    finally:
+        with counter.get_lock():
+            counter.value = chunks  # nothing left to claim: a worker still running stops after its chunk
+        pool.shutdown(wait=True, cancel_futures=True)
     for i, chunk_labels in enumerate(labels):
         if chunk_labels is None:
             labels[i] = label_rows(rows[i * size : (i + 1) * size], classifier)

@@ -269,7 +269,7 @@ def test_worker_processes_label_like_this_process(
     monkeypatch.setattr(parallel_label, "CHUNK_ROWS", 40)  # several chunks: some to the worker, some here
     alone = label_all(rows, clf, workers=0)
     assert label_all(rows, clf, workers=1, min_rows=1) == alone
-    assert "workers failed" not in caplog.text  # the worker labelled its chunks; nothing fell back
+    assert "worker failed" not in caplog.text  # the worker labelled its chunks; nothing fell back
     assert alone[-1] is None and all(label is not None for label in alone[:-1])
 
 
@@ -282,7 +282,17 @@ def test_workers_read_their_chunks_from_the_source_file(
     monkeypatch.setattr(parallel_label, "CHUNK_ROWS", 40)
     alone = label_all(rows, clf, workers=0)
     assert label_all(rows, clf, workers=1, min_rows=1, source=source) == alone
-    assert "workers failed" not in caplog.text
+    assert "worker failed" not in caplog.text
+
+
+def test_a_bad_row_fails_the_parallel_labelling_with_its_own_error(
+    clf: RiskClassifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = _sample_rows() * 2
+    rows[len(rows) // 2] = _row("胸痛", lang="fr", id="bad")
+    monkeypatch.setattr(parallel_label, "CHUNK_ROWS", 40)
+    with pytest.raises(ValueError, match="row bad: lang 'fr'"):
+        label_all(rows, clf, workers=1, min_rows=1)
 
 
 def test_a_failing_worker_costs_time_not_labels(
@@ -293,7 +303,7 @@ def test_a_failing_worker_costs_time_not_labels(
     write_jsonl(source, rows[:-1])  # the worker finds one record fewer than it was told, and gives up
     monkeypatch.setattr(parallel_label, "CHUNK_ROWS", 40)
     assert label_all(rows, clf, workers=1, min_rows=1, source=source) == label_all(rows, clf, workers=0)
-    assert "workers failed" in caplog.text and "changed meanwhile" in caplog.text
+    assert "worker failed" in caplog.text and "changed meanwhile" in caplog.text
 
 
 # ---- exam answer options --------------------------------------------------------------------
