@@ -4,14 +4,13 @@ Every input row ends in exactly one place - kept, or quarantined with a reason -
 checks that before it returns. Duplicates: exact (same normalised question+answer, i.e. the same id)
 and near (character 5-shingle MinHash + LSH banding, confirmed by exact Jaccard; first row kept).
 
-Text normalisation (NFKC folding, whitespace, language) comes from tasks/text_clean.py; near duplicates and groups
-(paraphrases kept together by the split stage) from tasks/near_dup.py.
+One record at a time (mapping, NFKC folding, whitespace, language, lengths) is tasks/clean_record.py;
+near duplicates and groups (paraphrases kept together by the split stage) are tasks/near_dup.py.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,9 +21,16 @@ from prefect import get_run_logger
 
 from flows.config import DataConfig, Workdir
 from tasks.caching import stage
-from tasks.download import SCHEMA_BY_NAME, RawRecord, Schema, iter_raw_records, read_manifest
+from tasks.clean_record import (  # noqa: F401  (re-exported: the per-record cleaning this module used to define)
+    clean_record,
+    map_fields,
+    normalise,
+    split_think,
+    to_processed,
+)
+from tasks.download import SCHEMA_BY_NAME, RawRecord, iter_raw_records, read_manifest
 from tasks.errors import MedsafeError
-from tasks.io import text_hash, write_jsonl
+from tasks.io import write_jsonl
 from tasks.near_dup import (  # noqa: F401  (re-exported: the near-duplicate names cleanup used to define)
     GROUP_THRESHOLD,
     dedup_near,
@@ -33,130 +39,15 @@ from tasks.near_dup import (  # noqa: F401  (re-exported: the near-duplicate nam
     minhash_signatures,
     similar_pairs,
 )
-from tasks.records import RISK_LEVELS, SAFETY_CATEGORIES
-from tasks.text_clean import clean_block, clean_inline, detect_lang, fold, undecodable  # noqa: F401  (fold re-exported)
+from tasks.text_clean import clean_block, clean_inline, detect_lang, fold  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 STAGE = "cleanup"
-_OVERSIZE = 8  # a field over 8x its limit is too long whatever normalisation removes; skip the work
-
-_THINK_TAG = re.compile(r"</?think>")
 
 
 class ReconciliationError(MedsafeError):
     """Rows were lost or counted twice: kept + quarantined differs from the input."""
-
-
-def split_think(answer: str) -> tuple[str, str] | None:
-    """('<think>T</think> A' or 'T</think> A') -> (T, A); an opening tag that never closes -> None."""
-    open_i, close_i = answer.find("<think>"), answer.find("</think>")
-    if close_i < 0:
-        return ("", answer) if open_i < 0 else None
-    has_open = 0 <= open_i < close_i
-    think = answer[open_i + len("<think>") if has_open else 0 : close_i]
-    rest = (answer[:open_i] if has_open else "") + answer[close_i + len("</think>") :]
-    return _THINK_TAG.sub("", think).strip(), _THINK_TAG.sub("", rest).strip()
-
-
-def _field(row: dict[str, Any], column: str | None, name: str, required: bool) -> tuple[str, str]:
-    """(value, '') or ('', reason) for one mapped column; None counts as empty."""
-    if column is None or column not in row:
-        return ("", f"missing_field:{name}") if required else ("", "")
-    value = row[column]
-    if value is None:
-        return "", ""
-    return (value, "") if isinstance(value, str) else ("", f"wrong_type:{name}")
-
-
-def map_fields(row: dict[str, Any], schema: Schema) -> tuple[dict[str, str], str, str]:
-    """The raw question/think/answer of a row, or a reason and detail when a field is missing or not text."""
-    fields: dict[str, str] = {}
-    for name, column, required in (("question", schema.question, True), ("answer", schema.answer, not schema.red_team),
-                                   ("think", schema.think, False)):
-        value, reason = _field(row, column, name, required)
-        if reason.startswith("missing"):
-            return fields, reason, f"the row has no {column!r} column ({name})"
-        if reason:
-            return fields, reason, f"column {column!r} ({name}) holds a {type(row[column]).__name__}, not text"
-        fields[name] = value
-    if any(map(undecodable, fields.values())):
-        return fields, "invalid_utf8", "the row holds bytes that are not valid UTF-8"
-    return fields, "", ""
-
-
-def _bounds(q: str, think: str, answer: str, cfg: DataConfig, red_team: bool) -> tuple[str, str]:
-    """The first length limit the cleaned texts break, as (reason, detail); ('', '') when they keep them all."""
-    for name, n, low, high in (("question", len(q), cfg.min_question_chars, cfg.max_question_chars),
-                               ("answer", len(answer), 0 if red_team else cfg.min_answer_chars, cfg.max_answer_chars),
-                               ("think", len(think), 0, cfg.max_think_chars)):
-        if n < low:
-            return f"too_short:{name}", f"{name} has {n} characters, minimum {low}"
-        if n > high:
-            return f"too_long:{name}", f"{name} has {n} characters, maximum {high}"
-    return "", ""
-
-
-def normalise(fields: dict[str, str], cfg: DataConfig, red_team: bool) -> tuple[dict[str, str], str, str]:
-    """Clean the three texts, move an embedded <think> block out of the answer, and check emptiness and length."""
-    limits = {"question": cfg.max_question_chars, "answer": cfg.max_answer_chars + cfg.max_think_chars, "think": cfg.max_think_chars}
-    for name, value in fields.items():
-        if len(value) > _OVERSIZE * limits[name]:
-            return fields, f"too_long:{name}", f"{name} has {len(value)} characters, far above the maximum {limits[name]}"
-    q, think, answer = clean_inline(fields["question"]), clean_block(fields["think"]), clean_block(fields["answer"])
-    for name, raw, cleaned in (("question", fields["question"], q), ("answer", fields["answer"], answer)):
-        if not cleaned and raw.strip():
-            return fields, "control_bytes_only", f"{name} holds only control or invisible characters"
-    if not q:
-        return fields, "empty_question", "question is empty"
-    if "think>" in answer:
-        parts = split_think(answer)
-        if parts is None:
-            return fields, "unclosed_think", "answer opens <think> but never closes it"
-        embedded, answer = parts
-        think = embedded if not think else think if embedded in ("", think) else f"{think}\n\n{embedded}"
-    think = _THINK_TAG.sub("", think).strip() if "think>" in think else think
-    if not answer and not red_team:
-        return fields, "empty_answer", "answer is empty" + (" once its <think> block is removed" if "think>" in fields["answer"] else "")
-    reason, detail = _bounds(q, think, answer, cfg, red_team)
-    return {"question": q, "think": think, "answer": answer}, reason, detail
-
-
-def to_processed(rec: RawRecord, schema: Schema, texts: dict[str, str]) -> dict[str, Any]:
-    """The processed row (risk fields neutral until classify_risk; split and group filled later).
-
-    `source` names the raw file (manifest entry); red-team rows carry the schema name (medsafetybench),
-    which is how the split stage recognises them.
-    """
-    row: dict[str, Any] = {
-        "id": text_hash(texts["question"], texts["answer"]),
-        "source": schema.name if schema.red_team else rec.source,
-        "lang": detect_lang(texts["question"], texts["answer"]),
-        **texts,
-        "risk_level": "low", "safety_categories": [], "safety_concern": None, "split": "", "group": "",
-    }
-    if schema.name == "processed":
-        raw = rec.row or {}
-        if isinstance(raw.get("source"), str) and raw["source"].strip():
-            row["source"] = raw["source"].strip()
-        cats = raw.get("safety_categories")
-        if raw.get("risk_level") in RISK_LEVELS and isinstance(cats, list) and set(cats) <= set(SAFETY_CATEGORIES):
-            concern = raw.get("safety_concern")
-            row |= {"risk_level": raw["risk_level"], "safety_categories": list(cats),
-                    "safety_concern": concern if isinstance(concern, str) else None, "labelled": True}
-    return row
-
-
-def clean_record(rec: RawRecord, cfg: DataConfig) -> tuple[dict[str, Any] | None, str, str]:
-    """(processed row, '', '') for a usable record, else (None, reason, detail)."""
-    if rec.error:
-        return None, rec.error, {"invalid_json": "line is not valid JSON", "not_an_object": "record is JSON but not an object",
-                                 "wrong_field_count": "CSV record has a different number of fields than the header"}.get(rec.error, rec.error)
-    schema = SCHEMA_BY_NAME[rec.schema]
-    fields, reason, detail = map_fields(rec.row or {}, schema)
-    if not reason:
-        fields, reason, detail = normalise(fields, cfg, schema.red_team)
-    return (None, reason, detail) if reason else (to_processed(rec, schema, fields), "", "")
 
 
 def quarantine_row(rec: RawRecord, reason: str, detail: str) -> dict[str, Any]:

@@ -26,9 +26,12 @@ from flows.config import ASSETS_DIR, DataConfig, Workdir
 from tasks.caching import stage
 from tasks.errors import MedsafeError
 from tasks.io import write_json, write_jsonl
-from tasks.raw_files import (  # noqa: F401  (re-exported: the readers this module used to define)
+from tasks.raw_files import (  # noqa: F401  (re-exported: the readers and schemas this module used to define)
     LOCAL_FORMATS,
+    SCHEMA_BY_NAME,
+    SCHEMAS,
     RawRecord,
+    Schema,
     SourceFormatError,
     copy_file,
     detect_format,
@@ -48,34 +51,6 @@ class SourceUnavailable(MedsafeError):
     """A named source that cannot be fetched here: no hub access, or a file only the user can supply."""
 
 
-@dataclass(frozen=True)
-class Schema:
-    """One upstream layout: which columns hold question, think and answer; `required` (+ one of `any_of`) identify it."""
-
-    name: str
-    question: str
-    answer: str
-    think: str | None
-    required: frozenset[str]
-    any_of: frozenset[str] = frozenset()
-    red_team: bool = False  # rows are adversarial prompts: a question is enough
-
-    def matches(self, columns: set[str]) -> bool:
-        return self.required <= columns and (not self.any_of or bool(self.any_of & columns))
-
-    def describe(self) -> str:
-        return f"{self.name} ({', '.join(sorted(self.required | self.any_of))})"
-
-
-# Order matters: the first schema whose columns are present wins.
-SCHEMAS: tuple[Schema, ...] = (
-    Schema("medical-o1", "Question", "Response", "Complex_CoT", frozenset({"Question", "Response"})),
-    Schema("medsafetybench", "harmful_medical_request", "safe_response", None, frozenset({"harmful_medical_request"}), red_team=True),
-    Schema("delicate-medical-r1", "question", "answer", "think", frozenset({"question", "answer", "think"}), frozenset({"metrics", "instruction"})),
-    Schema("processed", "question", "answer", "think", frozenset({"question", "answer"})),
-    Schema("alpaca", "input", "output", None, frozenset({"instruction", "input", "output"})),
-)
-SCHEMA_BY_NAME: dict[str, Schema] = {s.name: s for s in SCHEMAS}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Reading raw files back: local files (.json array or JSON Lines, .jsonl, .csv, .parquet) record by record.
+"""Reading raw files back: local files (.json array or JSON Lines, .jsonl, .csv, .parquet) record by record,
+and the upstream schemas a file's columns are recognised by.
 
 A bad record is yielded with the reason it cannot be read, never raised: cleanup quarantines it.
 A file that is not a table at all raises SourceFormatError naming the file and the fix.
@@ -20,6 +21,36 @@ from tasks.io import count_jsonl_lines, iter_jsonl
 
 LOCAL_FORMATS = (".json", ".jsonl", ".csv", ".parquet")
 _SNIFF_ROWS = 1000  # rows whose keys decide a file's schema
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One upstream layout: which columns hold question, think and answer; `required` (+ one of `any_of`) identify it."""
+
+    name: str
+    question: str
+    answer: str
+    think: str | None
+    required: frozenset[str]
+    any_of: frozenset[str] = frozenset()
+    red_team: bool = False  # rows are adversarial prompts: a question is enough
+
+    def matches(self, columns: set[str]) -> bool:
+        return self.required <= columns and (not self.any_of or bool(self.any_of & columns))
+
+    def describe(self) -> str:
+        return f"{self.name} ({', '.join(sorted(self.required | self.any_of))})"
+
+
+# Order matters: the first schema whose columns are present wins.
+SCHEMAS: tuple[Schema, ...] = (
+    Schema("medical-o1", "Question", "Response", "Complex_CoT", frozenset({"Question", "Response"})),
+    Schema("medsafetybench", "harmful_medical_request", "safe_response", None, frozenset({"harmful_medical_request"}), red_team=True),
+    Schema("delicate-medical-r1", "question", "answer", "think", frozenset({"question", "answer", "think"}), frozenset({"metrics", "instruction"})),
+    Schema("processed", "question", "answer", "think", frozenset({"question", "answer"})),
+    Schema("alpaca", "input", "output", None, frozenset({"instruction", "input", "output"})),
+)
+SCHEMA_BY_NAME: dict[str, Schema] = {s.name: s for s in SCHEMAS}
 
 
 class SourceFormatError(MedsafeError):
