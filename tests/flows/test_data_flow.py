@@ -9,7 +9,7 @@ import json
 import pytest
 
 from flows.data import data_flow
-from tasks import io
+from tasks import io, workers
 from tasks.io import read_jsonl
 from validation.gate import QualityGateFailed
 
@@ -47,10 +47,11 @@ def test_every_input_row_is_processed_or_quarantined(tiny_run):
     assert sum(report["quarantine"]["by_reason"].values()) == quarantined
 
 
-def test_the_flow_leaves_the_cyclic_collector_and_the_kept_rows_as_it_found_them(tiny_run):
+def test_the_flow_leaves_the_collector_the_kept_rows_and_the_workers_as_it_found_them(tiny_run):
     # the flow pauses the cyclic GC while its stages build rows, and keeps split files parsed for the gate
     assert gc.isenabled()
     assert not io._KEPT
+    assert workers._SHARED is None  # the worker processes cleanup and classification shared are gone
 
 
 def test_report_files_and_data_card(tiny_run):
