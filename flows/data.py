@@ -17,12 +17,14 @@ from tasks.download import download_task, source_inputs
 from tasks.io import forget_kept
 from tasks.sample_rl import sample_rl_task
 from tasks.split import split_task
+from tasks.workers import shared_workers
 from validation.gate import quality_gate_task
 from validation.report import data_report_task
 from validation.tables import table_paths
 
 SAFETY_RED_TEAM = ASSETS_DIR / "red_team" / "safety_red_team.jsonl"
 RISK_LEXICON = ASSETS_DIR / "rules" / "risk_lexicon.yaml"
+WORKER_MODULES = ("tasks.clean_record", "tasks.parallel_label")  # what the workers import as they start
 
 
 @flow(name="medsafe-data", log_prints=False)
@@ -38,9 +40,11 @@ def data_flow(profile: str = "tiny", sources: list[str] | None = None, workdir: 
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        raw = download_task(source_inputs(cfg.data.sources), wd, cfg.data)
-        cleaned = cleanup_task(Path(raw["manifest"]), wd, cfg.data)
-        classified = classify_risk_task(Path(cleaned["cleaned"]), wd, RISK_LEXICON)
+        # cleanup and classification share worker processes, which start on the idle core while download runs
+        with shared_workers(WORKER_MODULES):
+            raw = download_task(source_inputs(cfg.data.sources), wd, cfg.data)
+            cleaned = cleanup_task(Path(raw["manifest"]), wd, cfg.data)
+            classified = classify_risk_task(Path(cleaned["cleaned"]), wd, RISK_LEXICON)
         splits = split_task(Path(classified["output"]), SAFETY_RED_TEAM, cfg.data, wd)
         prompts = sample_rl_task(
             Path(splits["train"]), Path(splits["red_team"]), Path(splits["gold_set"]), cfg.sampling, wd

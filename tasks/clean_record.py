@@ -1,17 +1,23 @@
 """One raw record to one processed row, or the reason it cannot be one: the per-record half of cleanup.
 
-Pure and free of Prefect, so cleanup's worker processes (tasks/cleanup.py) start in well under a second.
-Text normalisation comes from tasks/text_clean.py.
+CleanJob runs it over chunks of a manifest's records in this process and worker processes together
+(tasks/workers.py), and signs each kept row for near-duplicate search on the way. Pure and free of
+Prefect, so a worker starts in well under a second. Text normalisation comes from tasks/text_clean.py.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from flows.config import DataConfig
 from tasks.io import text_hash
-from tasks.raw_files import SCHEMA_BY_NAME, RawRecord, Schema
+from tasks.near_dup import minhash_signatures, near_dup_text
+from tasks.raw_files import SCHEMA_BY_NAME, RawRecord, Schema, iter_raw_records
 from tasks.records import RISK_LEVELS, SAFETY_CATEGORIES
 from tasks.text_clean import clean_block, clean_inline, detect_lang, undecodable
 
@@ -129,3 +135,32 @@ def clean_record(rec: RawRecord, cfg: DataConfig) -> tuple[dict[str, Any] | None
     if not reason:
         fields, reason, detail = normalise(fields, cfg, schema.red_team)
     return (None, reason, detail) if reason else (to_processed(rec, schema, fields), "", "")
+
+
+Outcome = tuple[dict[str, Any] | None, str, str]  # what clean_record returns
+
+
+@dataclass
+class CleanJob:
+    """Clean chunk i of a manifest's records and MinHash-sign the rows it keeps; a worker's copy reads
+    the records from the manifest itself."""
+
+    manifest: Path
+    max_rows_per_source: int | None
+    cfg: DataConfig
+    total: int
+    chunk_rows: int
+    records: list[RawRecord] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # what a worker receives: the recipe, not the records
+        return {**self.__dict__, "records": None}
+
+    def open(self) -> None:
+        self.records = list(iter_raw_records(self.manifest, self.max_rows_per_source))
+        if len(self.records) != self.total:
+            raise ValueError(f"{self.manifest} lists {len(self.records)} records, not {self.total}: it changed meanwhile")
+
+    def run(self, chunk: int) -> tuple[list[Outcome], np.ndarray]:
+        records = self.records[chunk * self.chunk_rows : (chunk + 1) * self.chunk_rows]  # type: ignore[index]
+        outcomes = [clean_record(rec, self.cfg) for rec in records]
+        return outcomes, minhash_signatures([near_dup_text(row) for row, _, _ in outcomes if row is not None])

@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prefect import get_run_logger
 
 from flows.config import DataConfig, Workdir
 from tasks.caching import stage
 from tasks.clean_record import (  # noqa: F401  (re-exported: the per-record cleaning this module used to define)
+    CleanJob,
+    Outcome,
     clean_record,
     map_fields,
     normalise,
@@ -33,17 +36,22 @@ from tasks.errors import MedsafeError
 from tasks.io import write_jsonl
 from tasks.near_dup import (  # noqa: F401  (re-exported: the near-duplicate names cleanup used to define)
     GROUP_THRESHOLD,
+    NUM_PERM,
     dedup_near,
     exact_jaccard,
     lsh_pairs,
     minhash_signatures,
+    near_dup_text,
     similar_pairs,
 )
 from tasks.text_clean import clean_block, clean_inline, detect_lang, fold  # noqa: F401  (re-exported)
+from tasks.workers import run_chunks
 
 log = logging.getLogger(__name__)
 
 STAGE = "cleanup"
+PARALLEL_MIN_RECORDS = 20_000  # below this, a worker reading the raw files costs more than it saves
+CHUNK_RECORDS = 2_000  # about 70 ms of cleaning and signing
 
 
 class ReconciliationError(MedsafeError):
@@ -71,14 +79,39 @@ class CleanResult:
         return {"input": self.n_input, "kept": len(self.kept), "quarantined": len(self.quarantined), "reasons": dict(self.counts)}
 
 
-def clean_rows(raw_records: Iterable[RawRecord], cfg: DataConfig) -> CleanResult:
-    """Clean, deduplicate and group; raises ReconciliationError unless kept + quarantined == input."""
+def clean_all(
+    records: list[RawRecord], manifest: Path, cfg: DataConfig, workers: int | None = None
+) -> tuple[list[Outcome], np.ndarray]:
+    """clean_record of every record, and the near-duplicate signatures of the rows it keeps (in order);
+    worker processes help from PARALLEL_MIN_RECORDS records on (they read `manifest` themselves)."""
+    size = CHUNK_RECORDS
+    job = CleanJob(manifest, cfg.max_rows_per_source, cfg, len(records), size, records)
+    chunks = -(-len(records) // size)
+    parallel = len(records) >= PARALLEL_MIN_RECORDS and workers != 0
+    done = run_chunks(job, chunks, workers, what="cleanup") if parallel else [job.run(i) for i in range(chunks)]
+    outcomes = [outcome for chunk_outcomes, _ in done for outcome in chunk_outcomes]
+    signatures = np.concatenate([sigs for _, sigs in done]) if done else np.empty((0, NUM_PERM), np.uint32)
+    return outcomes, signatures
+
+
+def clean_rows(
+    raw_records: Iterable[RawRecord],
+    cfg: DataConfig,
+    outcomes: list[Outcome] | None = None,
+    signatures: np.ndarray | None = None,
+) -> CleanResult:
+    """Clean, deduplicate and group; raises ReconciliationError unless kept + quarantined == input.
+    `outcomes` and `signatures`: clean_all's, when the records were cleaned already."""
     result = CleanResult()
     survivors: list[tuple[RawRecord, dict[str, Any]]] = []
+    signed: list[int] = []  # the survivors' rows in `signatures` (one per cleaned row)
     first_by_id: dict[str, RawRecord] = {}
+    cleaned = iter(outcomes) if outcomes is not None else None
+    n_cleaned = 0
     for rec in raw_records:
         result.n_input += 1
-        row, reason, detail = clean_record(rec, cfg)
+        row, reason, detail = next(cleaned) if cleaned is not None else clean_record(rec, cfg)
+        n_cleaned += row is not None
         if row is not None and row["id"] in first_by_id:
             first = first_by_id[row["id"]]
             row, reason, detail = None, "exact_duplicate", f"same question and answer as row {row['id']} ({first.source}:{first.source_line})"
@@ -87,8 +120,10 @@ def clean_rows(raw_records: Iterable[RawRecord], cfg: DataConfig) -> CleanResult
         else:
             first_by_id[row["id"]] = rec
             survivors.append((rec, row))
+            signed.append(n_cleaned - 1)
     red_team = [SCHEMA_BY_NAME[rec.schema].red_team for rec, _ in survivors]
-    dropped, groups = dedup_near([row for _, row in survivors], red_team, cfg.near_dup_threshold)
+    sigs = signatures[signed] if signatures is not None else None
+    dropped, groups = dedup_near([row for _, row in survivors], red_team, cfg.near_dup_threshold, sigs)
     for k, ((rec, row), group) in enumerate(zip(survivors, groups, strict=True)):
         if k in dropped:
             i, jac = dropped[k]
@@ -122,7 +157,8 @@ def expected_rows(manifest_path: Path, max_rows_per_source: int | None) -> int:
 def cleanup_task(raw_manifest_path: Path, workdir: Workdir, data_cfg: DataConfig) -> dict[str, Any]:
     """Write data/processed/cleaned.jsonl and data/quarantine/cleanup.jsonl; return the counts."""
     logger = get_run_logger()
-    result = clean_rows(iter_raw_records(raw_manifest_path, data_cfg.max_rows_per_source), data_cfg)
+    records = list(iter_raw_records(raw_manifest_path, data_cfg.max_rows_per_source))
+    result = clean_rows(records, data_cfg, *clean_all(records, raw_manifest_path, data_cfg))
     expected = expected_rows(raw_manifest_path, data_cfg.max_rows_per_source)
     if result.n_input != expected:
         raise ReconciliationError(f"{raw_manifest_path} lists {expected} rows but {result.n_input} were read; re-run the download stage")

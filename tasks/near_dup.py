@@ -145,11 +145,14 @@ def exact_jaccard(texts: list[str], pairs: np.ndarray) -> np.ndarray:
     return out
 
 
-def similar_pairs(texts: list[str], min_jaccard: float) -> list[tuple[int, int, float]]:
-    """(i, j, exact Jaccard) for i < j at or above min_jaccard, sorted by (j, i); candidates from MinHash LSH."""
+def similar_pairs(
+    texts: list[str], min_jaccard: float, signatures: np.ndarray | None = None
+) -> list[tuple[int, int, float]]:
+    """(i, j, exact Jaccard) for i < j at or above min_jaccard, sorted by (j, i); candidates from MinHash LSH
+    (`signatures`: the texts' minhash_signatures, when they were computed already)."""
     if len(texts) < 2:
         return []
-    sigs = minhash_signatures(texts)
+    sigs = minhash_signatures(texts) if signatures is None else signatures
     pairs = lsh_pairs(sigs)
     if pairs.size:
         # count, not mean: the mean would widen every pair's 64 booleans to float64 (equal: count/64 is exact)
@@ -182,17 +185,23 @@ class _Clusters:
             self.parent[max(ri, rj)] = min(ri, rj)
 
 
+def near_dup_text(row: dict[str, Any]) -> str:
+    """What two rows are compared on: question and answer, lower-cased."""
+    return (row["question"] + "\n" + row["answer"]).lower()
+
+
 def dedup_near(
-    rows: list[dict[str, Any]], red_team: list[bool], threshold: float
+    rows: list[dict[str, Any]], red_team: list[bool], threshold: float, signatures: np.ndarray | None = None
 ) -> tuple[dict[int, tuple[int, float]], list[str]]:
-    """Near duplicates {index: (kept index, Jaccard)} and every row's group id (kept rows only are meaningful).
+    """Near duplicates {index: (kept index, Jaccard)} and every row's group id (kept rows only are meaningful);
+    `signatures`: the rows' minhash_signatures of near_dup_text, when they were computed already.
 
     A red-team prompt is never dropped as a copy of a training row (or the reverse); they share a group instead.
     """
-    texts = [(r["question"] + "\n" + r["answer"]).lower() for r in rows]
+    texts = [near_dup_text(r) for r in rows]
     clusters = _Clusters(list(range(len(rows))))
     dropped: dict[int, tuple[int, float]] = {}
-    for i, j, jac in similar_pairs(texts, min(GROUP_THRESHOLD, threshold)):
+    for i, j, jac in similar_pairs(texts, min(GROUP_THRESHOLD, threshold), signatures):
         if jac >= GROUP_THRESHOLD:
             clusters.union(i, j)
         if jac >= threshold and j not in dropped and i not in dropped and red_team[i] == red_team[j]:

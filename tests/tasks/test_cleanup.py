@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from flows.config import DataConfig, load_profile
+from tasks import cleanup
 from tasks.cleanup import (
     ReconciliationError,
+    clean_all,
     clean_block,
     clean_inline,
     clean_rows,
@@ -25,6 +27,7 @@ from tasks.cleanup import (
     fold,
     lsh_pairs,
     minhash_signatures,
+    near_dup_text,
     reconcile,
     split_think,
 )
@@ -303,6 +306,22 @@ def test_shipped_samples_clean_to_the_documented_counts(tmp_path):
     atropine = json.loads((tmp_path / "raw" / "medical_o1_zh.json").read_text(encoding="utf-8"))[59]
     (row,) = [r for r in result.kept if r["question"] == clean_inline(atropine["Question"])]
     assert row["think"] and "<think>" not in row["answer"] and "</think>" not in row["answer"]
+
+
+def test_workers_clean_and_sign_like_this_process(tmp_path, monkeypatch, caplog):
+    manifest = download_sources(["tiny-samples"], tmp_path / "raw")
+    cfg = load_profile("tiny").data
+    records = list(iter_raw_records(manifest, cfg.max_rows_per_source))
+    monkeypatch.setattr(cleanup, "PARALLEL_MIN_RECORDS", 1)
+    monkeypatch.setattr(cleanup, "CHUNK_RECORDS", 20)  # 14 chunks: some to the worker, some here
+    alone = clean_all(records, manifest, cfg, workers=0)
+    together = clean_all(records, manifest, cfg, workers=1)
+    assert together[0] == alone[0] and (together[1] == alone[1]).all()
+    assert "worker failed" not in caplog.text
+    assert (alone[1] == minhash_signatures([near_dup_text(r) for r, _, _ in alone[0] if r is not None])).all()
+    serial = clean_rows(iter(records), cfg)  # signs in dedup, one record at a time
+    parallel = clean_rows(records, cfg, *together)
+    assert (parallel.kept, parallel.quarantined) == (serial.kept, serial.quarantined)
 
 
 def test_the_shared_medical_o1_sample_runs_through(shared_data, tmp_path):
