@@ -10,8 +10,9 @@ with options and patient questions, ~25% with high-risk wording (~35% end up cri
 and near copies, a few malformed lines. The real `flows.data.data_flow` runs on them under
 prefect_test_harness with the tiny profile's settings and target_size 2000; the server's start-up is
 timed apart and left out of rows/s. Per stage: wall seconds as the server recorded the task runs, CPU
-seconds of this process and of classification workers. peak_rss_mib.largest_child is ru_maxrss of the
-reaped children, which also counts a child's copy of this process between fork and exec.
+seconds of this process and of the worker processes cleanup and classification share (the workers start
+during download, so their start-up counts there). peak_rss_mib.largest_child is ru_maxrss of the reaped
+children, which also counts a child's copy of this process between fork and exec.
 speed_probe_s times a fixed pure-Python loop just before each run: on a shared cloud machine the same
 run can take half as long again from one minute to the next, and the probe shows when it did.
 """
@@ -19,6 +20,7 @@ run can take half as long again from one minute to the next, and the probe shows
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from flows.config import ASSETS_DIR, PROFILES_DIR
@@ -199,7 +202,7 @@ def stage_seconds(flow_run_id: Any, expected: int, wait_s: float = 30.0) -> dict
 
 
 class StageCpu(logging.Handler):
-    """CPU seconds (this process, and its reaped children: classification workers) up to each task's end.
+    """CPU seconds (this process, and its worker processes) up to each task's end.
 
     The task engine logs "Finished in state" in the thread that ran the task, so the clock read here
     closes that stage; the difference between two reads is one stage (plus the flow's glue before it).
@@ -221,8 +224,19 @@ class StageCpu(logging.Handler):
         }
 
 
+_NOT_WORKERS: set[int] = set()  # child processes that were there before the flow: the Prefect server
+
+
 def _cpu() -> tuple[float, float]:
-    return time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+    """CPU seconds of this process, and of its worker processes: those reaped and those still running."""
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    live = 0.0
+    for child in psutil.Process().children(recursive=True):
+        if child.pid not in _NOT_WORKERS:
+            with contextlib.suppress(psutil.Error):  # it may end while we look
+                times = child.cpu_times()
+                live += times.user + times.system
+    return time.process_time(), reaped.ru_utime + reaped.ru_stime + live
 
 
 def speed_probe() -> float:
@@ -249,6 +263,7 @@ def run_flows(source: Path, profile: Path, tmp: Path, repeat: int) -> tuple[floa
         for n in range(1, repeat + 1):
             workdir = tmp / ("workdir" if repeat == 1 else f"workdir_{n}")
             probe = speed_probe()
+            _NOT_WORKERS.update(p.pid for p in psutil.Process().children(recursive=True))
             cpu = StageCpu()
             logging.getLogger("prefect.task_runs").addHandler(cpu)
             t1 = time.perf_counter()
