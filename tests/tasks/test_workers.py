@@ -67,6 +67,10 @@ class SlowJob:
 
 def test_a_shared_pool_serves_every_call_inside_it():
     with shared_workers(("tasks.clean_record",), workers=1):
-        first = set(run_chunks(SlowJob(), 150)) - {os.getpid()}
+        first: set[int] = set()
+        for _ in range(5):  # a slow machine may start the worker after this process did all 150 chunks
+            first = set(run_chunks(SlowJob(), 150)) - {os.getpid()}
+            if first:
+                break
         second = set(run_chunks(SlowJob(), 150)) - {os.getpid()}
-    assert len(first) == 1 and second == first  # one worker process, still there for the second call
+    assert len(first) == 1 and second == first  # one worker process, still there for the next call
