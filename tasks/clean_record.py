@@ -142,10 +142,10 @@ Outcome = tuple[dict[str, Any] | None, str, str]  # what clean_record returns
 
 @dataclass
 class CleanJob:
-    """Clean chunk i of a manifest's records and MinHash-sign the rows it keeps; a worker's copy reads
-    the records from the manifest itself."""
+    """Clean chunk i of the records and MinHash-sign the rows it keeps; a worker's copy reads the records
+    from the manifest itself (None: the records are not from one, and no worker may help)."""
 
-    manifest: Path
+    manifest: Path | None
     max_rows_per_source: int | None
     cfg: DataConfig
     total: int
@@ -156,6 +156,8 @@ class CleanJob:
         return {**self.__dict__, "records": None}
 
     def open(self) -> None:
+        if self.manifest is None:
+            raise ValueError("records that come from no manifest cannot be read by a worker")
         self.records = list(iter_raw_records(self.manifest, self.max_rows_per_source))
         if len(self.records) != self.total:
             raise ValueError(f"{self.manifest} lists {len(self.records)} records, not {self.total}: it changed meanwhile")

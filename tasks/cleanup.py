@@ -80,15 +80,15 @@ class CleanResult:
 
 
 def clean_all(
-    records: list[RawRecord], manifest: Path, cfg: DataConfig, workers: int | None = None
+    records: list[RawRecord], manifest: Path | None, cfg: DataConfig, workers: int | None = None
 ) -> tuple[list[Outcome], np.ndarray]:
     """clean_record of every record, and the near-duplicate signatures of the rows it keeps (in order);
-    worker processes help from PARALLEL_MIN_RECORDS records on (they read `manifest` themselves)."""
+    worker processes help from PARALLEL_MIN_RECORDS records on, reading `manifest` themselves (None:
+    this process alone)."""
     size = CHUNK_RECORDS
     job = CleanJob(manifest, cfg.max_rows_per_source, cfg, len(records), size, records)
-    chunks = -(-len(records) // size)
-    parallel = len(records) >= PARALLEL_MIN_RECORDS and workers != 0
-    done = run_chunks(job, chunks, workers, what="cleanup") if parallel else [job.run(i) for i in range(chunks)]
+    parallel = manifest is not None and len(records) >= PARALLEL_MIN_RECORDS
+    done = run_chunks(job, -(-len(records) // size), workers if parallel else 0, what="cleanup")
     outcomes = [outcome for chunk_outcomes, _ in done for outcome in chunk_outcomes]
     signatures = np.concatenate([sigs for _, sigs in done]) if done else np.empty((0, NUM_PERM), np.uint32)
     return outcomes, signatures
@@ -97,20 +97,18 @@ def clean_all(
 def clean_rows(
     raw_records: Iterable[RawRecord],
     cfg: DataConfig,
-    outcomes: list[Outcome] | None = None,
-    signatures: np.ndarray | None = None,
+    cleaned: tuple[list[Outcome], np.ndarray] | None = None,
 ) -> CleanResult:
     """Clean, deduplicate and group; raises ReconciliationError unless kept + quarantined == input.
-    `outcomes` and `signatures`: clean_all's, when the records were cleaned already."""
-    result = CleanResult()
+    `cleaned`: clean_all's result for these records, when they were cleaned already."""
+    records = list(raw_records)
+    outcomes, signatures = cleaned if cleaned is not None else clean_all(records, None, cfg)
+    result = CleanResult(n_input=len(records))
     survivors: list[tuple[RawRecord, dict[str, Any]]] = []
     signed: list[int] = []  # the survivors' rows in `signatures` (one per cleaned row)
     first_by_id: dict[str, RawRecord] = {}
-    cleaned = iter(outcomes) if outcomes is not None else None
     n_cleaned = 0
-    for rec in raw_records:
-        result.n_input += 1
-        row, reason, detail = next(cleaned) if cleaned is not None else clean_record(rec, cfg)
+    for rec, (row, reason, detail) in zip(records, outcomes, strict=True):
         n_cleaned += row is not None
         if row is not None and row["id"] in first_by_id:
             first = first_by_id[row["id"]]
@@ -122,8 +120,7 @@ def clean_rows(
             survivors.append((rec, row))
             signed.append(n_cleaned - 1)
     red_team = [SCHEMA_BY_NAME[rec.schema].red_team for rec, _ in survivors]
-    sigs = signatures[signed] if signatures is not None else None
-    dropped, groups = dedup_near([row for _, row in survivors], red_team, cfg.near_dup_threshold, sigs)
+    dropped, groups = dedup_near([row for _, row in survivors], red_team, cfg.near_dup_threshold, signatures[signed])
     for k, ((rec, row), group) in enumerate(zip(survivors, groups, strict=True)):
         if k in dropped:
             i, jac = dropped[k]
@@ -158,7 +155,7 @@ def cleanup_task(raw_manifest_path: Path, workdir: Workdir, data_cfg: DataConfig
     """Write data/processed/cleaned.jsonl and data/quarantine/cleanup.jsonl; return the counts."""
     logger = get_run_logger()
     records = list(iter_raw_records(raw_manifest_path, data_cfg.max_rows_per_source))
-    result = clean_rows(records, data_cfg, *clean_all(records, raw_manifest_path, data_cfg))
+    result = clean_rows(records, data_cfg, clean_all(records, raw_manifest_path, data_cfg))
     expected = expected_rows(raw_manifest_path, data_cfg.max_rows_per_source)
     if result.n_input != expected:
         raise ReconciliationError(f"{raw_manifest_path} lists {expected} rows but {result.n_input} were read; re-run the download stage")

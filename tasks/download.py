@@ -51,8 +51,6 @@ class SourceUnavailable(MedsafeError):
     """A named source that cannot be fetched here: no hub access, or a file only the user can supply."""
 
 
-
-
 @dataclass(frozen=True)
 class HubSource:
     """A named source: where it lives on the hub (repo None: nowhere) and the file a person can fetch by hand."""

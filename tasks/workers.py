@@ -98,9 +98,10 @@ def shared_workers(warm_modules: tuple[str, ...] = (), workers: int | None = Non
 
 def run_chunks(job: ChunkJob, chunks: int, workers: int | None = None, what: str = "work") -> list[Any]:
     """[job.run(0), ..., job.run(chunks - 1)], computed by this process and the workers together: the
-    shared pool's when one is held, else `workers` new ones (default worker_count(); 0: this process only)."""
+    shared pool's when one is held, else `workers` new ones (default worker_count()); workers=0: this
+    process only, shared pool or not."""
     results: list[Any] = [_MISSING] * chunks
-    pool, own = _SHARED, False
+    pool, own = (_SHARED if workers != 0 else None), False
     if pool is None and chunks > 1 and (n := worker_count() if workers is None else workers) > 0:
         try:
             pool, own = WorkerPool(n), True

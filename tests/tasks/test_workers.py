@@ -44,6 +44,8 @@ def test_workers_and_this_process_give_the_serial_result():
 def test_no_workers_means_this_process_alone():
     job = SquareJob(list(range(30)))
     assert {pid for _, pid in run_chunks(job, _chunks(job), workers=0)} == {os.getpid()}
+    with shared_workers(workers=1):  # even when a shared pool is there
+        assert {pid for _, pid in run_chunks(job, _chunks(job), workers=0)} == {os.getpid()}
 
 
 def test_a_failing_worker_costs_time_not_results(caplog: pytest.LogCaptureFixture):
