@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -56,23 +57,27 @@ def test_a_failing_worker_costs_time_not_results(caplog: pytest.LogCaptureFixtur
 
 
 @dataclass
-class SlowJob:
-    """Chunks that take 20 ms each: long enough for a worker to start and take its share."""
+class WaitForWorkerJob:
+    """Chunk i: the process that ran it. This process holds on to its first chunk until a worker has
+    opened its copy (it leaves a marker file), so a worker always takes part."""
+
+    marker: Path
+    opened: bool = False
 
     def open(self) -> None:
-        pass
+        self.opened = True
+        self.marker.touch()
 
     def run(self, chunk: int) -> int:
-        time.sleep(0.02)
+        deadline = time.monotonic() + 60
+        while not self.opened and not self.marker.exists():
+            assert time.monotonic() < deadline, "no worker started within a minute"
+            time.sleep(0.01)
         return os.getpid()
 
 
-def test_a_shared_pool_serves_every_call_inside_it():
+def test_a_shared_pool_serves_every_call_inside_it(tmp_path):
     with shared_workers(("tasks.clean_record",), workers=1):
-        first: set[int] = set()
-        for _ in range(5):  # a slow machine may start the worker after this process did all 150 chunks
-            first = set(run_chunks(SlowJob(), 150)) - {os.getpid()}
-            if first:
-                break
-        second = set(run_chunks(SlowJob(), 150)) - {os.getpid()}
+        first = set(run_chunks(WaitForWorkerJob(tmp_path / "first"), 50)) - {os.getpid()}
+        second = set(run_chunks(WaitForWorkerJob(tmp_path / "second"), 50)) - {os.getpid()}
     assert len(first) == 1 and second == first  # one worker process, still there for the next call
