@@ -21,10 +21,11 @@ import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
-from flows.config import DataConfig
-from tasks.cleanup import clean_rows
-from tasks.download import download_sources, iter_raw_records
-from tasks.io import write_jsonl
+from tasks.core.config import DataConfig
+from tasks.core.io import write_jsonl
+from tasks.prepare.cleanup import clean_rows
+from tasks.prepare.download import download_sources
+from tasks.prepare.raw_files import iter_raw_records
 
 SYLLABLES = ("ka", "ri", "to", "mel", "an", "sep", "tic", "ro", "neu", "lo", "gy", "car", "dia", "pul", "mo", "hep", "at", "ic", "ren", "al", "gas", "tro", "der", "ma", "ped", "ia")
 ZH_CHARS = "".join(chr(0x4E00 + i) for i in range(0, 6000, 2))  # 3,000 Han characters

@@ -36,7 +36,8 @@ from typing import Any
 import psutil
 import yaml
 
-from flows.config import ASSETS_DIR, PROFILES_DIR
+from flows.recipes import PROFILES_DIR
+from tasks.core.workdir import ASSETS_DIR
 
 _EN = "a dry cough|mild knee pain|itchy skin|a sore throat|heartburn after meals|trouble sleeping|loose stools|a runny nose|lower back pain|tiredness|a blocked ear|sore gums|dry eyes"
 _ZH = "干咳|膝关节轻度疼痛|皮肤瘙痒|咽痛|饭后烧心|失眠|大便稀|流鼻涕|腰痛|乏力|耳闷|牙龈肿痛|眼干"
@@ -287,9 +288,7 @@ def run_flows(source: Path, profile: Path, tmp: Path, repeat: int) -> tuple[floa
 
 
 def generate(args: argparse.Namespace, tmp: Path) -> Path:
-    from tasks.classify_risk import (
-        RiskClassifier,
-    )  # here, not at the top: worker processes import this script
+    from tasks.risk.classifier import RiskClassifier
 
     pools = sentence_pools(RiskClassifier.from_yaml())
     source = tmp / "synthetic_medical_o1.jsonl"

@@ -6,7 +6,7 @@
 
 No weights are downloaded: the configs are Qwen3-0.6B's and Qwen3-1.7B's, so the cost per token is the
 real one. SFT: forward + backward + AdamW on a LoRA (the profile's r, alpha and target modules) over
-random token ids, full-sequence loss, bf16 autocast as the HF Trainer runs it. PPO: tasks.ppo.ppo_step
+random token ids, full-sequence loss, bf16 autocast as the HF Trainer runs it. PPO: tasks.train.ppo.ppo_step
 itself (sample, policy/reference/value forwards, ppo_epochs clipped updates) at the plan's numbers:
 4 prompts of 128 tokens, 256 new tokens each (EOS suppressed until then, so every step samples all of
 them), 4 PPO epochs over one mini-batch of 4. Needs torch, transformers, peft, tokenizers, pydantic and
@@ -49,7 +49,7 @@ def require_project() -> None:
     """Import what the benchmark needs up front, so a missing package is named before any model is built."""
     import importlib
 
-    for module in ("transformers", "peft", "tokenizers", "tasks.ppo"):
+    for module in ("transformers", "peft", "tokenizers", "tasks.train.ppo"):
         try:
             importlib.import_module(module)
         except ImportError as exc:
@@ -60,8 +60,8 @@ def require_project() -> None:
 
 
 def lora_section() -> dict[str, Any]:
-    """The project's LoRA defaults (flows.config)."""
-    from flows.config import LoraConfig
+    """The project's LoRA defaults (tasks.core.config)."""
+    from tasks.core.config import LoraConfig
 
     cfg = LoraConfig()
     return {"r": cfg.r, "alpha": cfg.alpha, "target_modules": list(cfg.target_modules)}
@@ -90,7 +90,7 @@ def synthetic_tokenizer():
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from tasks.tiny_model import QWEN3_CHAT_TEMPLATE
+    from tasks.model.tiny import QWEN3_CHAT_TEMPLATE
 
     vocab = {f"w{i}": i for i in range(COMMON["vocab_size"])}
     for token, idx in SPECIAL_IDS.items():
@@ -167,7 +167,7 @@ def bench_ppo(model, lora: dict, args: argparse.Namespace) -> dict[str, Any]:
         if i >= args.ppo_warmup:
             times.append(time.perf_counter() - start)
             rows.append(row)
-    return {"impl": "tasks.ppo.ppo_step", "batch": args.ppo_batch, "prompt_tokens": args.prompt_tokens,
+    return {"impl": "tasks.train.ppo.ppo_step", "batch": args.ppo_batch, "prompt_tokens": args.prompt_tokens,
             "new_tokens": args.new_tokens, "ppo_epochs": args.ppo_epochs, "timed_steps": len(times),
             "warmup_steps": args.ppo_warmup, "s_per_step": round(sum(times) / len(times), 3),
             "step_s": [round(t, 3) for t in times],
@@ -176,13 +176,14 @@ def bench_ppo(model, lora: dict, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _project_ppo(model, lora: dict, args: argparse.Namespace):
-    """A closure running tasks.ppo.ppo_step on a TrainState built around the random model."""
+    """A closure running tasks.train.ppo.ppo_step on a TrainState built around the random model."""
     from peft import get_peft_model
 
-    from flows.config import RLConfig
-    from tasks.modeling import build_chat_prompt
-    from tasks.ppo import TrainState, ValueHead, ppo_step
-    from tasks.ppo_core import AdaptiveKLController
+    from tasks.core.config import RLConfig
+    from tasks.model.chat import build_chat_prompt
+    from tasks.train.ppo import ppo_step
+    from tasks.train.ppo_core import AdaptiveKLController
+    from tasks.train.ppo_state import TrainState, ValueHead
 
     cfg = RLConfig(batch_size=args.ppo_batch, mini_batch_size=args.ppo_batch, ppo_epochs=args.ppo_epochs,
                    max_new_tokens=args.new_tokens, seed=0)

@@ -22,8 +22,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from flows.config import TeacherConfig
-from tasks.teacher import Teacher
+from tasks.core.config import TeacherConfig
+from tasks.reward.teacher import Teacher
 
 _SERVER = Path(__file__).resolve().parents[1] / "tests" / "support" / "openai_fault_server.py"
 

@@ -47,10 +47,19 @@ def _print_summary(title: str, summary: dict) -> None:
     typer.echo(json.dumps(summary, ensure_ascii=False, indent=2, default=str))
 
 
+def _server_secrets():  # noqa: ANN202
+    """The Prefect Secret block lookup when a Prefect server is configured (Prefect is imported only then)."""
+    if not os.environ.get("PREFECT_API_URL"):
+        return None
+    from tasks.core.stage import read_secret_block
+
+    return read_secret_block
+
+
 def _run_stage(stage: str, fn, **kwargs) -> dict:  # noqa: ANN001
     """Run a flow; turn the errors we expect from users' inputs into one red line and exit code 1."""
-    from flows.config import load_profile
-    from tasks.errors import MedsafeError
+    from flows.recipes import load_profile
+    from tasks.core.errors import MedsafeError
 
     try:
         if "profile" in kwargs:
@@ -101,14 +110,15 @@ def score(
     workdir: Path = WorkdirOpt,
 ) -> None:
     """Score a predictions file with the safety rules (and the teacher judge when on); no model needed."""
-    from flows.config import Workdir, load_profile
-    from tasks.score import score_predictions
+    from flows.recipes import load_profile
+    from tasks.core.workdir import Workdir
+    from tasks.reward.score import score_predictions
 
     cfg = load_profile(profile)
-    mode = "auto" if teacher is None else ("on" if teacher else "off")
+    teacher_cfg = cfg.teacher if teacher is None else cfg.teacher.model_copy(update={"enabled": "on" if teacher else "off"})
     summary = _run_stage(
         "score", score_predictions, predictions_path=predictions, out_path=out, reward_cfg=cfg.reward,
-        teacher_cfg=cfg.teacher, teacher_mode=mode, cache_path=Workdir.at(workdir).teacher_cache,
+        teacher_cfg=teacher_cfg, cache_path=Workdir.at(workdir).teacher_cache, secret_lookup=_server_secrets(),
     )
     _print_summary(f"score: wrote {out}", summary)
 
@@ -148,7 +158,7 @@ def run(profile: str = ProfileOpt, source: list[str] = SourcesOpt, workdir: Path
 @app.command(epilog="Example: medsafe profiles --show tiny")
 def profiles(show: str | None = typer.Option(None, help="Print one profile's full, validated settings.")) -> None:
     """List the named profiles, or show one resolved."""
-    from flows.config import available_profiles, load_profile
+    from flows.recipes import available_profiles, load_profile
 
     if show:
         typer.echo(json.dumps(load_profile(show).model_dump(mode="json"), indent=2))

@@ -10,21 +10,20 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.config import ASSETS_DIR, Workdir, load_profile
-from tasks.classify_risk import classify_risk_task
-from tasks.cleanup import cleanup_task
-from tasks.download import download_task, source_inputs
-from tasks.io import forget_kept
-from tasks.sample_rl import sample_rl_task
-from tasks.split import split_task
-from tasks.workers import shared_workers
+from flows.recipes import load_profile
+from tasks.core.io import forget_kept
+from tasks.core.workdir import ASSETS, Workdir
+from tasks.core.workers import shared_workers
+from tasks.prepare.cleanup import cleanup_task
+from tasks.prepare.download import download_task, source_inputs
+from tasks.prepare.sample_rl import sample_rl_task
+from tasks.prepare.split import split_task
+from tasks.risk.classify_risk import classify_risk_task
 from validation.gate import quality_gate_task
 from validation.report import data_report_task
 from validation.tables import table_paths
 
-SAFETY_RED_TEAM = ASSETS_DIR / "red_team" / "safety_red_team.jsonl"
-RISK_LEXICON = ASSETS_DIR / "rules" / "risk_lexicon.yaml"
-WORKER_MODULES = ("tasks.clean_record", "tasks.parallel_label")  # what the workers import as they start
+WORKER_MODULES = ("tasks.prepare.clean_record", "tasks.risk.parallel_label")  # what the workers import as they start
 
 
 @flow(name="medsafe-data", log_prints=False)
@@ -44,8 +43,8 @@ def data_flow(profile: str = "tiny", sources: list[str] | None = None, workdir: 
         with shared_workers(WORKER_MODULES):
             raw = download_task(source_inputs(cfg.data.sources), wd, cfg.data)
             cleaned = cleanup_task(Path(raw["manifest"]), wd, cfg.data)
-            classified = classify_risk_task(Path(cleaned["cleaned"]), wd, RISK_LEXICON)
-        splits = split_task(Path(classified["output"]), SAFETY_RED_TEAM, cfg.data, wd)
+            classified = classify_risk_task(Path(cleaned["cleaned"]), wd, ASSETS.risk_lexicon)
+        splits = split_task(Path(classified["output"]), ASSETS.safety_red_team, cfg.data, wd)
         prompts = sample_rl_task(
             Path(splits["train"]), Path(splits["red_team"]), Path(splits["gold_set"]), cfg.sampling, wd
         )

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from prefect import Flow
 
-from tasks.errors import MedsafeError
+from tasks.core.errors import MedsafeError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PREFECT_FILE = PROJECT_DIR / "deployments" / "prefect.yaml"

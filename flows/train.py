@@ -11,10 +11,15 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.config import Profile, Workdir, load_profile
-from tasks.errors import MedsafeError
-from tasks.rl import SAFETY_RULES, base_model_task, rl_task, teacher_requested
-from tasks.sft import sft_task
+from flows.recipes import load_profile
+from tasks.core.config import Profile
+from tasks.core.errors import MedsafeError
+from tasks.core.stage import read_secret_block
+from tasks.core.workdir import ASSETS, Workdir
+from tasks.reward.teacher import teacher_enabled
+from tasks.train.base_model import base_model_task
+from tasks.train.rl import rl_task
+from tasks.train.sft import sft_task
 
 
 class DataNotReady(MedsafeError):
@@ -23,7 +28,7 @@ class DataNotReady(MedsafeError):
 
 def require_gated_data(wd: Workdir) -> None:
     """Train only on data whose quality gate passed: the same rule whether run alone or in the pipeline."""
-    gate = wd.root / "reports" / "data_quality" / "gate_result.json"
+    gate = wd.gate_result
     if not gate.is_file():
         raise DataNotReady(f"no quality-gate result at {gate}; run `medsafe data --workdir {wd.root}` first")
     if not json.loads(gate.read_text(encoding="utf-8")).get("passed"):
@@ -32,7 +37,7 @@ def require_gated_data(wd: Workdir) -> None:
 
 def _sft(cfg: Profile, wd: Workdir) -> tuple[Path, dict]:
     base = Path(base_model_task(cfg.model, wd))
-    sft = sft_task(wd.processed / "train.jsonl", wd.processed / "dev.jsonl", wd, cfg.sft, cfg.model, base_path=base)
+    sft = sft_task(wd.split("train"), wd.split("dev"), wd, cfg.sft, cfg.model, base_path=base)
     return base, sft
 
 
@@ -52,8 +57,8 @@ def train_flow(profile: str = "tiny", workdir: str = ".", algorithm: str | None 
     require_gated_data(wd)
     base, sft = _sft(cfg, wd)
     rl = rl_task(
-        wd.training_prompts, base, Path(sft["adapter"]), SAFETY_RULES, cfg.rl, cfg.model, cfg.reward,
-        cfg.teacher, teacher_requested(cfg.teacher), wd,
+        wd.training_prompts, base, Path(sft["adapter"]), ASSETS.safety_rules, cfg.rl, cfg.model, cfg.reward,
+        cfg.teacher, teacher_enabled(cfg.teacher, read_secret_block), wd,
     )
     return {"sft": sft, "rl": rl}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.records import RISK_LEVELS
+from tasks.core.records import RISK_LEVELS
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:

@@ -22,11 +22,12 @@ from great_expectations.data_context.types.base import (
 )
 from prefect import get_run_logger
 
-from flows.config import DataConfig, GateConfig, SamplingConfig, Workdir
-from tasks.caching import stage
-from tasks.io import write_json
+from tasks.core.config import DataConfig, GateConfig, SamplingConfig
+from tasks.core.io import write_json
+from tasks.core.stage import stage
+from tasks.core.workdir import Workdir
 from validation.report import build_data_report, publish_artifacts
-from validation.results import FailedExpectation, GateResult, QualityGateFailed, docs_dir, gate_result_path
+from validation.results import FailedExpectation, GateResult, QualityGateFailed
 from validation.suites import build_suites
 from validation.tables import build_frames, expected_safety_prompts, load_tables
 
@@ -44,7 +45,7 @@ def open_context(workdir: Workdir) -> Any:
         "class_name": "SiteBuilder",
         "store_backend": {
             "class_name": "TupleFilesystemStoreBackend",
-            "base_directory": str(docs_dir(workdir)),
+            "base_directory": str(workdir.data_docs),
         },
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     }
@@ -55,7 +56,7 @@ def open_context(workdir: Workdir) -> Any:
         analytics_enabled=False,
     )
     # the site shows this run's data only: pages of an earlier run would describe tables that no longer exist
-    shutil.rmtree(docs_dir(workdir), ignore_errors=True)
+    shutil.rmtree(workdir.data_docs, ignore_errors=True)
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
@@ -156,7 +157,7 @@ def run_quality_gate(
         result.passed = result.passed and bool(run.success)
     if build_docs:  # once for all six results (the store keeps them): per checkpoint it re-renders the site
         context.build_data_docs(site_names=[DOCS_SITE])
-    index = docs_dir(workdir) / "index.html"
+    index = workdir.data_docs / "index.html"
     result.data_docs_index = str(index) if index.is_file() else None
     log.info(
         "quality gate %s: %d failed expectations", "passed" if result.passed else "FAILED", len(result.failed)
@@ -176,7 +177,7 @@ def quality_gate_task(
     enter the cache key); write reports/data_quality/gate_result.json; on failure build the report, then raise."""
     logger = get_run_logger()
     result = run_quality_gate(workdir, gate_cfg, sampling_cfg, data_cfg, paths=tables)
-    write_json(gate_result_path(workdir), result.to_dict())
+    write_json(workdir.gate_result, result.to_dict())
     if not result.passed:
         publish_artifacts(build_data_report(workdir, data_cfg, sampling_cfg))
         error = QualityGateFailed(result)
@@ -187,5 +188,5 @@ def quality_gate_task(
         "passed": True,
         "suites": result.suites,
         "data_docs_index": result.data_docs_index,
-        "result_path": str(gate_result_path(workdir)),
+        "result_path": str(workdir.gate_result),
     }

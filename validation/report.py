@@ -18,13 +18,14 @@ from matplotlib.figure import Figure
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.config import DataConfig, SamplingConfig, Workdir
-from tasks.caching import stage
-from tasks.io import read_jsonl, write_json, write_text
-from tasks.records import RISK_LEVELS
-from tasks.sample_rl import SamplingReport, summarize
+from tasks.core.config import DataConfig, SamplingConfig
+from tasks.core.io import read_jsonl, write_json, write_text
+from tasks.core.records import RISK_LEVELS
+from tasks.core.stage import stage
+from tasks.core.workdir import Workdir
+from tasks.prepare.sample_rl import SamplingReport, summarize
 from validation.data_card import render_data_card
-from validation.results import GateResult, gate_result_path
+from validation.results import GateResult
 from validation.tables import PROCESSED_TABLES
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def build_summary(workdir: Workdir, data_cfg: DataConfig, sampling_cfg: Sampling
         SamplingReport(prompts, sampling.get("notes", []), sampling.get("shortfall", {})), sampling_cfg
     )
     quarantine = quarantine_counts(workdir.quarantine)
-    gate_path = gate_result_path(workdir)
+    gate_path = workdir.gate_result
     gate = GateResult.read(gate_path) if gate_path.is_file() else None
     return {
         "stages": {

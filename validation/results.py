@@ -7,17 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.config import Workdir
-from tasks.errors import MedsafeError
-
-
-def docs_dir(workdir: Workdir) -> Path:
-    """Where the gate's Great Expectations Data Docs site is built."""
-    return workdir.data_quality_reports / "data_docs"
-
-
-def gate_result_path(workdir: Workdir) -> Path:
-    return workdir.data_quality_reports / "gate_result.json"
+from tasks.core.errors import MedsafeError
 
 
 @dataclass(frozen=True)

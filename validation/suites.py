@@ -10,8 +10,8 @@ from __future__ import annotations
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
-from flows.config import DataConfig, GateConfig, SamplingConfig
-from tasks.records import LANGS, RISK_LEVELS, RL_ORIGINS
+from tasks.core.config import DataConfig, GateConfig, SamplingConfig
+from tasks.core.records import LANGS, RISK_LEVELS, RL_ORIGINS
 from validation.tables import PROCESSED_COLUMNS, RL_COLUMNS, TABLE_SPLIT
 
 

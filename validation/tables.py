@@ -13,11 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from flows.config import Workdir
-from tasks.errors import MedsafeError
-from tasks.io import read_jsonl
-from tasks.records import HIGH_RISK_LEVELS, SAFETY_CATEGORIES
-from tasks.split import SAFETY_RED_TEAM_SOURCE
+from tasks.core.errors import MedsafeError
+from tasks.core.io import read_jsonl
+from tasks.core.records import HIGH_RISK_LEVELS, SAFETY_CATEGORIES, SAFETY_RED_TEAM_SOURCE
+from tasks.core.workdir import Workdir
 
 PROCESSED_TABLES: tuple[str, ...] = ("train", "dev", "test", "gold_set", "red_team")
 # the value of `split` each table's rows carry

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.io import read_jsonl, write_jsonl
+from tasks.core.io import read_jsonl, write_jsonl
 
 runner = CliRunner()
 

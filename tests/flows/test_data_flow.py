@@ -9,8 +9,8 @@ import json
 import pytest
 
 from flows.data import data_flow
-from tasks import io, workers
-from tasks.io import read_jsonl
+from tasks.core import io, workers
+from tasks.core.io import read_jsonl
 from validation.gate import QualityGateFailed
 
 pytestmark = pytest.mark.slow

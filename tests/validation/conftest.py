@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import DataConfig, GateConfig, SamplingConfig, Workdir
-from tasks.io import write_json, write_jsonl
-from tasks.sample_rl import sample_rl_prompts, summarize
-from tasks.split import load_safety_red_team, split_rows, write_splits
+from tasks.core.config import DataConfig, GateConfig, SamplingConfig
+from tasks.core.io import write_json, write_jsonl
+from tasks.core.workdir import Workdir
+from tasks.prepare.sample_rl import sample_rl_prompts, summarize
+from tasks.prepare.split import load_safety_red_team, split_rows, write_splits
 
 LEVELS = ("critical", "high", "medium", "low")
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.errors import MedsafeError
-from tasks.io import read_jsonl, write_jsonl
+from tasks.core.errors import MedsafeError
+from tasks.core.io import read_jsonl, write_jsonl
 from validation.gate import run_quality_gate
 from validation.results import FailedExpectation, GateResult, QualityGateFailed
 from validation.tables import build_frames, load_tables

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from tasks.io import read_jsonl, write_json
+from tasks.core.io import read_jsonl, write_json
 from validation.report import build_data_report, risk_table, summary_markdown
-from validation.results import FailedExpectation, GateResult, gate_result_path
+from validation.results import FailedExpectation, GateResult
 
 FAILED = FailedExpectation(
     "rl_prompts", "expect_column_mean_to_be_between", "is_critical_high", "0.31", "min_value=0.4"
@@ -16,7 +16,7 @@ FAILED = FailedExpectation(
 def test_report_writes_summary_chart_and_data_card(good_case):
     wd = good_case.workdir
     write_json(
-        gate_result_path(wd),
+        wd.gate_result,
         GateResult(passed=False, failed=[FAILED], data_docs_index="/d/index.html").to_dict(),
     )
     summary = build_data_report(wd, good_case.data, good_case.sampling)

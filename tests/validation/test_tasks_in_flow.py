@@ -9,10 +9,11 @@ import pytest
 from prefect import flow
 from prefect.artifacts import Artifact
 
-from flows.config import GateConfig, Workdir
-from tasks.io import read_jsonl, write_jsonl
-from tasks.sample_rl import sample_rl_task
-from tasks.split import split_task
+from tasks.core.config import GateConfig
+from tasks.core.io import read_jsonl, write_jsonl
+from tasks.core.workdir import Workdir
+from tasks.prepare.sample_rl import sample_rl_task
+from tasks.prepare.split import split_task
 from validation.gate import QualityGateFailed, quality_gate_task
 from validation.report import data_report_task
 from validation.tables import table_paths

@@ -1,0 +1,91 @@
+"""The safety rule set (data/rules/safety_rules.yaml): penalties, positive signals and bilingual word lists,
+validated and compiled once into the question's and the answer's word lists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks.core.records import SAFETY_CATEGORIES
+from tasks.core.workdir import ASSETS
+from tasks.reward.word_lists import WordLists
+
+# YAML path of each word list -> the name the checks use.
+_LISTS = {
+    "negation": ("negation",),
+    "negation_exempt": ("negation_exempt",),
+    "question_clause": ("question_clause",),
+    "vignette": ("clinical_vignette",),
+    "consequence": ("drug_advice", "consequence"),
+    "supervised": ("drug_advice", "supervised"),
+    "supervised_denied": ("drug_advice", "supervised_denied"),
+    **{f"cue.{k}": ("drug_advice", k) for k in ("advice", "clause_initial", "anaphoric", "self_directed")},
+    "rx": ("prescription_drug", "drugs"),
+    "otc": ("prescription_drug", "otc"),
+    **{f"emergency.{k}": ("emergency", k) for k in ("triggers", "referral", "delay")},
+    **{f"dx.{k}": ("diagnosis_assertion", "certainty", k) for k in ("strong", "weak", "copula")},
+    **{f"dx.{k}": ("diagnosis_assertion", k) for k in ("serious", "reassurance", "clears")},
+    **{
+        f"mental.{k}": ("mental_health", k)
+        for k in ("triggers", "crisis_resources", "professional_help", "encouragement")
+    },
+}
+
+
+class SafetyRules:
+    """The YAML rule set, validated and compiled once."""
+
+    def __init__(self, raw: dict[str, Any], source: str = "<dict>") -> None:
+        self.source = source
+        try:
+            self._build(raw)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(
+                f"{source}: safety rules are missing or malformed at {exc}; compare with data/rules/safety_rules.yaml"
+            ) from exc
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None = None) -> SafetyRules:
+        path = Path(path) if path else ASSETS.safety_rules
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return cls(yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}, source=str(path))
+
+    def _build(self, raw: dict[str, Any]) -> None:
+        self.version = str(raw["version"])
+        self.penalties = {c: float(raw["penalties"][c]) for c in SAFETY_CATEGORIES}
+        pos = raw["positives"]
+        self.bonus, self.bonus_cap = float(pos["bonus"]), float(pos["cap"])
+        self.format, self.length = dict(raw["format"]), dict(raw["length"])
+        dx = raw["diagnosis_assertion"]
+        self.dx_window = (int(dx["window_zh"]), int(dx["window_en"]))
+        self.signals = list(pos["signals"])
+        self.prompt_lexicon, self.answer_lexicon = _compile_lexicons(raw)
+        self.contexts = list(raw["pediatric_pregnancy"]["contexts"])
+
+
+def _compile_lexicons(raw: dict[str, Any]) -> tuple[WordLists, WordLists]:
+    """The question's and the answer's lexicons: each side is read for different lists."""
+    prompt, answer = WordLists(), WordLists()
+    signals = raw["positives"]["signals"]
+    for name in signals:
+        answer.add(f"signal.{name}", signals[name])
+    for name, keys in _LISTS.items():
+        node = raw
+        for k in keys:
+            node = node[k]
+        if name in ("rx", "otc"):
+            sides = (prompt, answer)
+        else:
+            sides = (prompt,) if name in ("vignette", "emergency.triggers", "mental.triggers") else (answer,)
+        for lexicon in sides:
+            lexicon.add(name, node)
+    for name, ctx in raw["pediatric_pregnancy"]["contexts"].items():
+        prompt.add(f"ctx.{name}.triggers", ctx["triggers"])
+        prompt.add(f"ctx.{name}.contraindicated", ctx["contraindicated"])
+        answer.add(f"ctx.{name}.contraindicated", ctx["contraindicated"])
+    prompt.finish()
+    answer.finish()
+    return prompt, answer

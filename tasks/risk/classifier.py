@@ -1,0 +1,293 @@
+"""RiskClassifier: a row's risk level, safety categories and concern from the lexicon's hits.
+
+Pure and free of Prefect, so classification worker processes start in well under a second
+(tasks/parallel_label.py runs them for large inputs). Labels come from the question; the reasoning and
+answer may add only weak evidence. Exam answer options ("A. 胃癌 B. ... C. ...") name candidates, not
+what the asker has: a term found only there counts as its plain kind capped at medium.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.core.records import LANGS, RISK_LEVELS, SAFETY_CATEGORIES
+from tasks.risk.lexicon import DEFAULT_LEXICON, SEVERITY_RANK, Lexicon, TermGroup, load_lexicon, normalize
+from tasks.risk.term_matcher import TermMatcher
+
+_MEDIUM = SEVERITY_RANK["medium"]
+# An option marker: "A." "B、" "C)" "(d)" not inside a word; texts are already lower-cased by normalize.
+# The letter comes first in these patterns (a leading lookbehind would keep re from skipping ahead to
+# it); a marker starts at its "(" when one that is not inside a word precedes the letter.
+_MARKER = re.compile(r"([a-f])(?<![a-z0-9][a-f])\s?[.、:)]")
+_FIRST_MARKER = re.compile(r"a(?<![a-z0-9]a)\s?[.、:)]")  # options begin at an "a" marker
+_THIRD_MARKER = re.compile(r"c(?<![a-z0-9]c)\s?[.、:)]")  # and need a "c" marker after it
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_CATEGORY_RANK = {c: len(SAFETY_CATEGORIES) - i for i, c in enumerate(SAFETY_CATEGORIES)}
+
+
+def options_start(norm: str) -> int:
+    """Where exam answer options begin in a normalized text (markers a, b, c in order), else its length."""
+    if not _THIRD_MARKER.search(norm):  # most texts: no "c" marker ("c" is rarer than "a": searched first)
+        return len(norm)
+    first = _FIRST_MARKER.search(norm)
+    if first is None or not _THIRD_MARKER.search(norm, first.end()):
+        return len(norm)
+    seen: dict[str, int] = {}
+    for match in _MARKER.finditer(norm, first.start()):
+        letter, at = match.group(1), match.start()
+        if at and norm[at - 1] == "(" and (at == 1 or norm[at - 2] not in _WORD):
+            at -= 1
+        if letter == "a":
+            seen = {"a": at}
+        elif seen and chr(ord(letter) - 1) in seen and letter not in seen:
+            seen[letter] = at
+            if letter == "c":
+                return seen["a"]
+    return len(norm)
+
+
+@dataclass(frozen=True)
+class RiskLabel:
+    """A row's risk: level, categories in canonical order, a short concern, and the terms behind it."""
+
+    risk_level: str
+    safety_categories: list[str]
+    safety_concern: str | None
+    evidence: list[dict[str, str]] = field(default_factory=list)
+
+
+class RiskClassifier:
+    """Scores a text against the lexicon: the highest severity found sets the risk level."""
+
+    def __init__(self, lexicon: Lexicon) -> None:
+        self.lexicon = lexicon
+        self._matchers = {lang: TermMatcher(lexicon, lang) for lang in LANGS}
+        # groups whose evidence changes inside answer options (see _item)
+        self._option_sensitive = frozenset(
+            g.name for g in lexicon.groups if g.category or SEVERITY_RANK[g.severity] > _MEDIUM
+        )
+        self._group_names = {
+            kind: frozenset(g.name for g in lexicon.groups if g.kind == kind)
+            for kind in {g.kind for g in lexicon.groups}
+        }
+        self._concern_keys = frozenset(lexicon.concerns)
+        self._templated_kinds = self._concern_keys.intersection(self._group_names)
+        self._kind_groups: dict[frozenset[str], tuple[frozenset[str], frozenset[str]]] = {}  # _context_groups
+        self._combinations = [(combo, frozenset(combo.requires[0])) for combo in lexicon.combinations]
+        # what a hit of each group gives, outside and inside answer options: (field, value, severity, strength)
+        self._items = {
+            g.name: (_item(g, in_options=False), _item(g, in_options=True)) for g in lexicon.groups
+        }
+
+    @classmethod
+    def from_yaml(cls, path: Path | None = None) -> RiskClassifier:
+        return cls(load_lexicon(Path(path) if path else DEFAULT_LEXICON))
+
+    def classify(self, text: str, lang: str) -> RiskLabel:
+        return self._label(self._evidence(normalize(text or "", lang), lang), lang)
+
+    def _evidence(
+        self, norm: str, lang: str, combine: bool = True, groups: frozenset[str] | None = None
+    ) -> list[dict[str, str]]:
+        """Evidence in a normalized text, strongest first; combine=False skips the combinations
+        (categories) and the sort; `groups` limits the evidence to those groups' hits (containment
+        still judged on every hit)."""
+        matcher = self._matchers.get(lang)
+        if matcher is None:
+            raise ValueError(f"unknown lang {lang!r}; expected one of {', '.join(LANGS)}")
+        options = -1  # found on the first hit that needs it: most texts have none
+        evidence: dict[tuple[str, str], dict[str, str]] = {}
+        strength: dict[tuple[str, str], tuple[int, int]] = {}  # each item's _strength, known in advance
+        first_term: dict[str, str] = {}  # each kind's first term, which is what a combination names
+        items, sensitive = self._items, self._option_sensitive
+        for start, term, group in matcher.hits(norm, groups):
+            key = (term, name := group.name)
+            if key not in evidence:  # hits come in text order: the stem's wins
+                if options < 0 and name in sensitive:
+                    options = options_start(norm)
+                field, value, severity, rank = items[name][0 <= options <= start]
+                evidence[key] = {"term": term, field: value, "severity": severity}
+                strength[key] = rank
+                first_term.setdefault(group.kind, term)
+        if not combine:
+            return list(evidence.values())
+        for combo, first_slot in self._combinations:
+            if first_term.keys().isdisjoint(first_slot):  # the usual case, decided fast
+                continue
+            found = [next((first_term[k] for k in slot if k in first_term), None) for slot in combo.requires]
+            if all(found):
+                key = ("+".join(found), combo.name)
+                evidence[key] = {"term": key[0], "category": combo.category, "severity": combo.severity}
+                strength[key] = _strength(evidence[key])
+        return [evidence[key] for key in sorted(evidence, key=strength.__getitem__, reverse=True)]
+
+    def _label(self, evidence: list[dict[str, str]], lang: str) -> RiskLabel:
+        level = evidence[0]["severity"] if evidence else "low"  # evidence comes strongest first
+        found = {e.get("category") for e in evidence}
+        categories = [c for c in SAFETY_CATEGORIES if c in found]
+        return RiskLabel(
+            level, categories, self._concern(evidence, lang) if level != "low" else None, evidence
+        )
+
+    def _concern(self, evidence: list[dict[str, str]], lang: str) -> str | None:
+        """Text from the strongest evidence that has a concern template (a bare topic has none)."""
+        keys = [e.get("category") or e.get("kind") for e in evidence]
+        key = next((key for key in keys if key in self._concern_keys), None)
+        if key is None:
+            return None
+        terms = [e["term"] for e, each in zip(evidence, keys, strict=True) if each == key][:3]
+        return self.lexicon.concerns[key][lang].format(terms=("、" if lang == "zh" else ", ").join(terms))
+
+    def classify_row(
+        self, question: str, context: str, lang: str, *, weak_evidence: bool = True
+    ) -> RiskLabel:
+        """Label from the question; context (reasoning + answer) may add only uncategorised evidence
+        up to medium, because a reference answer's differential ("if chest pain, call 120") describes
+        the answer, not the risk of the prompt the model will be given. weak_evidence=False reads the
+        context only for what can change level, categories or concern (the evidence then lacks the rest)."""
+        primary = self._evidence(normalize(question or "", lang), lang)
+        kinds = None if weak_evidence else self._deciding_kinds(primary)
+        if kinds is not None and not kinds:
+            return self._label(primary, lang)
+        norm = normalize(context or "", lang)
+        groups = None
+        if kinds is not None:
+            groups, plain = self._context_groups(kinds)
+            if plain != groups and options_start(norm) == len(norm):
+                # no answer options: a group with a category or above medium adds nothing that passes below
+                if not plain:
+                    return self._label(primary, lang)
+                groups = plain
+        context_evidence = self._evidence(norm, lang, combine=False, groups=groups)
+        if not context_evidence:
+            return self._label(primary, lang)
+        seen = {(e["term"], e.get("kind")) for e in primary}
+        # unsorted is enough: the sort below is stable and extras never outrank each other by category
+        extra = [
+            e
+            for e in context_evidence
+            if "kind" in e and SEVERITY_RANK[e["severity"]] <= _MEDIUM and (e["term"], e["kind"]) not in seen
+        ]
+        return self._label(sorted(primary + extra, key=_strength, reverse=True) if extra else primary, lang)
+
+    def _context_groups(self, kinds: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
+        """The groups of `kinds`, and those of them whose hits count alike outside answer options."""
+        if kinds not in self._kind_groups:
+            groups = frozenset().union(*(self._group_names[k] for k in kinds))
+            self._kind_groups[kinds] = (groups, groups - self._option_sensitive)
+        return self._kind_groups[kinds]
+
+    def _deciding_kinds(self, primary: list[dict[str, str]]) -> frozenset[str] | None:
+        """The kinds whose context evidence can still change level or concern (None: any kind).
+
+        Context adds kinds at most medium, placed after the question's equals: with the level at
+        least medium, only the concern can change - through templated kinds when the question has
+        no templated evidence, or through the concern's own kind while it has fewer than three terms.
+        """
+        if not primary or SEVERITY_RANK[primary[0]["severity"]] < _MEDIUM:
+            return None
+        keys = [e.get("category") or e.get("kind") for e in primary]
+        top = next((i for i, key in enumerate(keys) if key in self._concern_keys), None)
+        if top is None:
+            return self._templated_kinds
+        if SEVERITY_RANK[primary[top]["severity"]] < _MEDIUM:
+            return None
+        if keys[top] not in self._group_names:  # a category: context evidence is never one
+            return frozenset()
+        same = sum(
+            key == keys[top] and SEVERITY_RANK[e["severity"]] >= _MEDIUM
+            for e, key in zip(primary, keys, strict=True)
+        )
+        return frozenset([keys[top]]) if same < 3 else frozenset()
+
+
+def _item(group: TermGroup, in_options: bool) -> tuple[str, str, str, tuple[int, int]]:
+    """What a hit of the group adds to its term: (field, value, severity) and that evidence's strength;
+    in answer options only the plain kind counts, at most medium."""
+    if in_options and (group.category or SEVERITY_RANK[group.severity] > _MEDIUM):
+        field, value, severity = "kind", group.kind, "medium"
+    elif group.category:
+        field, value, severity = "category", group.category, group.severity
+    else:
+        field, value, severity = "kind", group.kind, group.severity
+    return field, value, severity, _strength({field: value, "severity": severity})
+
+
+def _strength(evidence: dict[str, str]) -> tuple[int, int]:
+    """Severity first; at equal severity a safety category beats a plain kind, in canonical order."""
+    return SEVERITY_RANK[evidence["severity"]], _CATEGORY_RANK.get(evidence.get("category"), 0)
+
+
+def label_row(
+    row: dict[str, Any], classifier: RiskClassifier, weak_evidence: bool = True
+) -> RiskLabel | None:
+    """The row's label, or None for a curated row (row["labelled"] with a risk_level) that keeps its own."""
+    if row.get("labelled") and row.get("risk_level"):
+        return None
+    lang = row.get("lang")
+    if lang not in LANGS:
+        raise ValueError(
+            f"row {row.get('id', '?')}: lang {lang!r} is not one of {LANGS}; fix the cleanup stage output"
+        )
+    context = f"{row.get('think') or ''}\n{row.get('answer') or ''}"
+    return classifier.classify_row(str(row.get("question") or ""), context, lang, weak_evidence=weak_evidence)
+
+
+def apply_label(row: dict[str, Any], label: RiskLabel | None) -> dict[str, Any]:
+    """A copy of the row with the label's risk fields (a curated row keeps its own)."""
+    out = dict(row)
+    if label is None:
+        out.setdefault("safety_categories", [])
+        out.setdefault("safety_concern", None)
+    else:
+        out.update(
+            risk_level=label.risk_level,
+            safety_categories=label.safety_categories,
+            safety_concern=label.safety_concern,
+        )
+    return out
+
+
+def iter_labelled(
+    rows: Iterable[dict[str, Any]], classifier: RiskClassifier
+) -> Iterator[tuple[dict[str, Any], RiskLabel | None]]:
+    """Yield (labelled copy of row, label); curated rows (row["labelled"]) pass through with label None."""
+    for row in rows:
+        label = label_row(row, classifier)
+        yield apply_label(row, label), label
+
+
+def classify_rows(rows: Iterable[dict[str, Any]], classifier: RiskClassifier) -> list[dict[str, Any]]:
+    """Rows with risk_level, safety_categories and safety_concern filled (curated labels kept)."""
+    return [row for row, _ in iter_labelled(rows, classifier)]
+
+
+def risk_distribution(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and shares per risk level (every level listed), plus counts per safety category."""
+    rows = list(rows)
+    levels = Counter(row.get("risk_level") or "low" for row in rows)
+    categories = Counter(c for row in rows for c in row.get("safety_categories") or [])
+    total = len(rows)
+    return {
+        "total": total,
+        "counts": {level: levels.get(level, 0) for level in RISK_LEVELS},
+        "shares": {level: round(levels.get(level, 0) / total, 4) if total else 0.0 for level in RISK_LEVELS},
+        "categories": {c: categories.get(c, 0) for c in SAFETY_CATEGORIES},
+    }
+
+
+def trim(label: RiskLabel | None, min_rank: int = SEVERITY_RANK["high"]) -> RiskLabel | None:
+    """The label with only its high and critical evidence: all a file summary reads, a fraction to send."""
+    if label is None:
+        return None
+    strong = [e for e in label.evidence if SEVERITY_RANK[e["severity"]] >= min_rank]
+    return RiskLabel(label.risk_level, label.safety_categories, label.safety_concern, strong)
+
+
+
+
