@@ -260,8 +260,8 @@ def test_stage_wrappers_in_a_flow_write_reports_and_artifacts(tmp_path: Path, pr
     def evaluate_flow(root: str) -> dict:
         workdir = Workdir.at(root)
         gen = generate_task(base, [prompts], workdir, profile, "tiny")
-        tiny = evaluate_task(Path(gen["predictions"]), workdir, profile, "tiny", "off")
-        sft = evaluate_task(tmp_path / "sft.jsonl", workdir, profile, "sft", "off")
+        tiny = evaluate_task(Path(gen["predictions"]), workdir, profile, "tiny", False)
+        sft = evaluate_task(tmp_path / "sft.jsonl", workdir, profile, "sft", False)
         return compare_task({"sft": Path(sft["metrics"]), "tiny": Path(tiny["metrics"])}, workdir, "sft-vs-tiny")
 
     workdir = Workdir.at(tmp_path / "wd")
