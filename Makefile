@@ -32,7 +32,7 @@ run: install  ## install, then run the whole pipeline on the embedded default pr
 test: install-dev  ## install, then run the test suite
 	$(BIN)/python -m pytest -q
 
-lint:
+lint: install-dev  ## the pinned ruff: lint (line length enforced) and formatting
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 bench:

@@ -1,4 +1,5 @@
-"""Benchmark the download (local file) and cleanup stages on synthetic medical-o1 rows: rows/s and peak memory.
+"""Benchmark the download (local file) and cleanup stages on synthetic medical-o1 rows: rows/s and peak
+memory.
 
     python benchmarks/bench_cleanup.py --rows 50000
     python benchmarks/bench_cleanup.py --rows 50000 --scale 0.2     # short rows
@@ -27,7 +28,34 @@ from tasks.prepare.cleanup import clean_rows
 from tasks.prepare.download import download_sources
 from tasks.prepare.raw_files import iter_raw_records
 
-SYLLABLES = ("ka", "ri", "to", "mel", "an", "sep", "tic", "ro", "neu", "lo", "gy", "car", "dia", "pul", "mo", "hep", "at", "ic", "ren", "al", "gas", "tro", "der", "ma", "ped", "ia")
+SYLLABLES = (
+    "ka",
+    "ri",
+    "to",
+    "mel",
+    "an",
+    "sep",
+    "tic",
+    "ro",
+    "neu",
+    "lo",
+    "gy",
+    "car",
+    "dia",
+    "pul",
+    "mo",
+    "hep",
+    "at",
+    "ic",
+    "ren",
+    "al",
+    "gas",
+    "tro",
+    "der",
+    "ma",
+    "ped",
+    "ia",
+)
 ZH_CHARS = "".join(chr(0x4E00 + i) for i in range(0, 6000, 2))  # 3,000 Han characters
 
 
@@ -37,11 +65,16 @@ def _vocabulary(rng: random.Random, size: int = 4000) -> list[str]:
 
 def _text(rng: random.Random, vocab: list[str], zh: bool, n_units: int) -> str:
     if zh:
-        return "，".join("".join(rng.choices(ZH_CHARS, k=rng.randint(4, 12))) for _ in range(n_units // 4 + 1)) + "。"
+        return (
+            "，".join("".join(rng.choices(ZH_CHARS, k=rng.randint(4, 12))) for _ in range(n_units // 4 + 1))
+            + "。"
+        )
     return " ".join(rng.choices(vocab, k=n_units)) + "."
 
 
-def synthetic_rows(n: int, seed: int, exact_share: float, near_share: float, scale: float = 1.0) -> Iterator[dict[str, str]]:
+def synthetic_rows(
+    n: int, seed: int, exact_share: float, near_share: float, scale: float = 1.0
+) -> Iterator[dict[str, str]]:
     """n medical-o1 rows; copies refer back to a random earlier original."""
     rng = random.Random(seed)
     vocab = _vocabulary(rng)
@@ -92,8 +125,18 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
         "kept": len(result.kept),
         "quarantined": len(result.quarantined),
         **{f"quarantined_{reason}": n for reason, n in result.counts.items()},
-        "wall_s": {"download": round(t1 - t0, 2), "read_clean_dedup": round(t2 - t1, 2), "write": round(t3 - t2, 2), "total": round(t3 - t0, 2)},
-        "cpu_s": {"download": round(cpu1 - cpu0, 2), "read_clean_dedup": round(cpu2 - cpu1, 2), "write": round(cpu3 - cpu2, 2), "total": round(cpu3 - cpu0, 2)},
+        "wall_s": {
+            "download": round(t1 - t0, 2),
+            "read_clean_dedup": round(t2 - t1, 2),
+            "write": round(t3 - t2, 2),
+            "total": round(t3 - t0, 2),
+        },
+        "cpu_s": {
+            "download": round(cpu1 - cpu0, 2),
+            "read_clean_dedup": round(cpu2 - cpu1, 2),
+            "write": round(cpu3 - cpu2, 2),
+            "total": round(cpu3 - cpu0, 2),
+        },
         "rows_per_wall_s": round(rows / (t3 - t0)),
         "rows_per_cpu_s": round(rows / (cpu3 - cpu0)),
         "cleanup_rows_per_cpu_s": round(rows / (cpu2 - cpu1)),
@@ -103,13 +146,29 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--exact-share", type=float, default=0.05, help="Share of rows that are exact copies.")
-    parser.add_argument("--near-share", type=float, default=0.05, help="Share of rows that are near copies (one word changed).")
-    parser.add_argument("--scale", type=float, default=1.0, help="Multiply text lengths (0.2: short rows of about 250 characters).")
-    parser.add_argument("--tracemalloc", action="store_true", help="Also measure the Python heap peak (slows the run).")
+    parser.add_argument(
+        "--exact-share", type=float, default=0.05, help="Share of rows that are exact copies."
+    )
+    parser.add_argument(
+        "--near-share",
+        type=float,
+        default=0.05,
+        help="Share of rows that are near copies (one word changed).",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="Multiply text lengths (0.2: short rows of about 250 characters).",
+    )
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="Also measure the Python heap peak (slows the run)."
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench_cleanup_") as tmp:

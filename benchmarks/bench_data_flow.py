@@ -39,9 +39,15 @@ import yaml
 from flows.recipes import PROFILES_DIR
 from tasks.core.workdir import ASSETS_DIR
 
-_EN = "a dry cough|mild knee pain|itchy skin|a sore throat|heartburn after meals|trouble sleeping|loose stools|a runny nose|lower back pain|tiredness|a blocked ear|sore gums|dry eyes"
+_EN = (
+    "a dry cough|mild knee pain|itchy skin|a sore throat|heartburn after meals|trouble "
+    "sleeping|loose stools|a runny nose|lower back pain|tiredness|a blocked ear|sore gums|dry eyes"
+)
 _ZH = "干咳|膝关节轻度疼痛|皮肤瘙痒|咽痛|饭后烧心|失眠|大便稀|流鼻涕|腰痛|乏力|耳闷|牙龈肿痛|眼干"
-_EN_ASK = "What is the most likely diagnosis?|What should I do next?|Which test would help most?|Is this something to worry about?|What is the best initial management?"
+_EN_ASK = (
+    "What is the most likely diagnosis?|What should I do next?|Which test would help "
+    "most?|Is this something to worry about?|What is the best initial management?"
+)
 _ZH_ASK = "最可能的诊断是什么？|我接下来该怎么办？|应首选哪项检查？|这需要担心吗？|首选的处理是什么？"
 EN_SYMPTOMS, ZH_SYMPTOMS, EN_ASKS, ZH_ASKS = (
     tuple(words.split("|")) for words in (_EN, _ZH, _EN_ASK, _ZH_ASK)
@@ -62,7 +68,8 @@ def _split(text: object) -> tuple[list[str], list[str]]:
 
 
 def sentence_pools(classifier: Any) -> dict[str, dict[str, list[str]]]:
-    """Sentences of the shipped medical-o1 samples per language: question (safe/risky), cot, answer, options."""
+    """Sentences of the shipped medical-o1 samples per language: question (safe/risky), cot, answer,
+    options."""
     pools: dict[str, dict[str, list[str]]] = {}
     for lang in ("en", "zh"):
         rows = json.loads((ASSETS_DIR / "samples" / f"medical_o1_{lang}.json").read_text(encoding="utf-8"))
@@ -310,7 +317,11 @@ def figures(
         "mean_bytes_per_row": round(source.stat().st_size / args.rows),
         "prefect_server_start_s": server_start_s,
         "runs": [
-            {"flow_wall_s": r["flow_wall_s"], "speed_probe_s": r["speed_probe_s"], "stages_wall_s": r["stages_s"]}
+            {
+                "flow_wall_s": r["flow_wall_s"],
+                "speed_probe_s": r["speed_probe_s"],
+                "stages_wall_s": r["stages_s"],
+            }
             for r in runs
         ],
         "flow_wall_s": result["flow_wall_s"],
@@ -356,7 +367,10 @@ def main() -> None:
     parser.add_argument("--target-size", type=int, default=2000, help="sampling.target_size of the profile.")
     parser.add_argument("--keep", type=Path, help="Write everything here instead of a temporary folder.")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="Run the flow this many times (fresh workdirs); report the median."
+        "--repeat",
+        type=int,
+        default=1,
+        help="Run the flow this many times (fresh workdirs); report the median.",
     )
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -364,7 +378,9 @@ def main() -> None:
         tmp = args.keep.resolve() if args.keep else Path(tmp_name)
         tmp.mkdir(parents=True, exist_ok=True)
         source = generate(args, tmp)
-        server_start_s, runs = run_flows(source, write_profile(tmp, args.target_size), tmp, max(1, args.repeat))
+        server_start_s, runs = run_flows(
+            source, write_profile(tmp, args.target_size), tmp, max(1, args.repeat)
+        )
         stats = figures(args, source, server_start_s, runs)
     text = json.dumps(stats, indent=1, ensure_ascii=False)  # the benchmark's report is its output
     print(re.sub(r"\{\n\s+([^{}]*?)\n\s+\}", lambda m: "{" + " ".join(m.group(1).split()) + "}", text))

@@ -98,10 +98,12 @@ def main() -> None:
     print(f"server answers after {args.delay * 1000:.0f} ms")
     print(f"sequential client   : {sequential['cold_rows_per_s']:8.1f} rows/s ({sequential['rows']} rows)")
     print(
-        f"async, concurrency {args.concurrency:<2}: {bounded['cold_rows_per_s']:8.1f} rows/s ({bounded['rows']} rows)"
+        f"async, concurrency {args.concurrency:<2}: "
+        f"{bounded['cold_rows_per_s']:8.1f} rows/s ({bounded['rows']} rows)"
     )
     print(
-        f"speed-up            : {bounded['cold_rows_per_s'] / sequential['cold_rows_per_s']:8.1f}x (ideal {args.concurrency}x)"
+        f"speed-up            : {bounded['cold_rows_per_s'] / sequential['cold_rows_per_s']:8.1f}x "
+        f"(ideal {args.concurrency}x)"
     )
     print(f"cached second pass  : {bounded['warm_rows_per_s']:8.0f} rows/s (0 requests)")
 

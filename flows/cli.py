@@ -1,8 +1,8 @@
 """The `medsafe` command line: every command runs a Prefect flow (or a pure scorer) and prints a summary.
 
-    medsafe data --profile tiny                 # data half: download → … → quality gate
-    medsafe run --profile tiny --workdir runs/a # the whole pipeline
-    medsafe score --predictions preds.jsonl --out scores.jsonl --no-teacher
+medsafe data --profile tiny                 # data half: download → … → quality gate
+medsafe run --profile tiny --workdir runs/a # the whole pipeline
+medsafe score --predictions preds.jsonl --out scores.jsonl --no-teacher
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -21,18 +21,27 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 app = typer.Typer(
     name="medsafe",
-    help="Make Qwen3 medical models safer: data → risk labels → RL prompts → quality gate → LoRA SFT → PPO/GRPO → SFT-vs-RL evaluation.",
+    help=(
+        "Make Qwen3 medical models safer: data → risk labels → RL prompts "
+        "→ quality gate → LoRA SFT → PPO/GRPO → SFT-vs-RL evaluation."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-ProfileOpt = typer.Option("tiny", "--profile", "-p", help="Profile name (tiny, qwen3-0.6b, qwen3-1.7b) or a YAML recipe path.")
-WorkdirOpt = typer.Option(Path("."), "--workdir", "-w", help="Folder every output is written under (data/, models/, reports/).")
-SourcesOpt = typer.Option(None, "--source", "-s", help="Replace the profile's sources: a source name or a local file; repeatable.")
+ProfileOpt = typer.Option(
+    "tiny", "--profile", "-p", help="Profile name (tiny, qwen3-0.6b, qwen3-1.7b) or a YAML recipe path."
+)
+WorkdirOpt = typer.Option(
+    Path("."), "--workdir", "-w", help="Folder every output is written under (data/, models/, reports/)."
+)
+SourcesOpt = typer.Option(
+    None, "--source", "-s", help="Replace the profile's sources: a source name or a local file; repeatable."
+)
 
 
-class Algorithm(str, Enum):
+class Algorithm(StrEnum):
     ppo = "ppo"
     grpo = "grpo"
 
@@ -70,7 +79,12 @@ def _run_stage(stage: str, fn, **kwargs) -> dict:  # noqa: ANN001
     raise AssertionError("unreachable")
 
 
-@app.command(epilog="Example: medsafe data --profile tiny --source ../shared/data/medical_o1_zh_sample.json --workdir runs/zh")
+@app.command(
+    epilog=(
+        "Example: medsafe data --profile tiny --source "
+        "../shared/data/medical_o1_zh_sample.json --workdir runs/zh"
+    )
+)
 def data(profile: str = ProfileOpt, source: list[str] = SourcesOpt, workdir: Path = WorkdirOpt) -> None:
     """Download, clean, label risk, split, sample RL prompts, and gate them with Great Expectations."""
     from flows.data import data_flow
@@ -97,15 +111,24 @@ def rl(
     """Reinforce safety with PPO (default) or GRPO against the rules+teacher reward (needs `medsafe sft`)."""
     from flows.train import rl_flow
 
-    summary = _run_stage("rl", rl_flow, profile=profile, algorithm=algorithm.value, steps=steps, workdir=str(workdir))
+    summary = _run_stage(
+        "rl", rl_flow, profile=profile, algorithm=algorithm.value, steps=steps, workdir=str(workdir)
+    )
     _print_summary("rl: done", summary)
 
 
 @app.command(epilog="Example: medsafe score --predictions preds.jsonl --out scores.jsonl --no-teacher")
 def score(
-    predictions: Path = typer.Option(..., exists=True, dir_okay=False, help="JSONL: id, question, response[, risk_level, safety_categories]."),
+    predictions: Path = typer.Option(
+        ...,
+        exists=True,
+        dir_okay=False,
+        help="JSONL: id, question, response[, risk_level, safety_categories].",
+    ),
     out: Path = typer.Option(..., help="Where to write one JSON line of scores per prediction."),
-    teacher: bool | None = typer.Option(None, "--teacher/--no-teacher", help="Default: on when DEEPSEEK_API_KEY is set."),
+    teacher: bool | None = typer.Option(
+        None, "--teacher/--no-teacher", help="Default: on when DEEPSEEK_API_KEY is set."
+    ),
     profile: str = ProfileOpt,
     workdir: Path = WorkdirOpt,
 ) -> None:
@@ -115,33 +138,66 @@ def score(
     from tasks.reward.score import score_predictions
 
     cfg = load_profile(profile)
-    teacher_cfg = cfg.teacher if teacher is None else cfg.teacher.model_copy(update={"enabled": "on" if teacher else "off"})
+    teacher_cfg = (
+        cfg.teacher
+        if teacher is None
+        else cfg.teacher.model_copy(update={"enabled": "on" if teacher else "off"})
+    )
     summary = _run_stage(
-        "score", score_predictions, predictions_path=predictions, out_path=out, reward_cfg=cfg.reward,
-        teacher_cfg=teacher_cfg, cache_path=Workdir.at(workdir).teacher_cache, secret_lookup=_server_secrets(),
+        "score",
+        score_predictions,
+        predictions_path=predictions,
+        out_path=out,
+        reward_cfg=cfg.reward,
+        teacher_cfg=teacher_cfg,
+        cache_path=Workdir.at(workdir).teacher_cache,
+        secret_lookup=_server_secrets(),
     )
     _print_summary(f"score: wrote {out}", summary)
 
 
-@app.command(name="eval", epilog="Example: medsafe eval --model models/rl/final_model --name rl\n\nExample: medsafe eval --predictions preds.jsonl --name external")
+@app.command(
+    name="eval",
+    epilog=(
+        "Example: medsafe eval --model models/rl/final_model --name rl\n\n"
+        "Example: medsafe eval --predictions preds.jsonl --name external"
+    ),
+)
 def eval_(
-    model: Path | None = typer.Option(None, help="A merged model folder or a LoRA adapter folder (base taken from its config)."),
-    predictions: Path | None = typer.Option(None, exists=True, dir_okay=False, help="Score an existing predictions JSONL instead of generating."),
-    test_file: list[Path] = typer.Option(None, "--test-file", help="Prompt sets to evaluate (default: red_team.jsonl and test.jsonl)."),
-    name: str | None = typer.Option(None, help="Report folder name under reports/eval/ (default: derived from the model)."),
+    model: Path | None = typer.Option(
+        None, help="A merged model folder or a LoRA adapter folder (base taken from its config)."
+    ),
+    predictions: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="Score an existing predictions JSONL instead of generating."
+    ),
+    test_file: list[Path] = typer.Option(
+        None, "--test-file", help="Prompt sets to evaluate (default: red_team.jsonl and test.jsonl)."
+    ),
+    name: str | None = typer.Option(
+        None, help="Report folder name under reports/eval/ (default: derived from the model)."
+    ),
     profile: str = ProfileOpt,
     workdir: Path = WorkdirOpt,
 ) -> None:
     """Evaluate a model (or a predictions file) on the red-team and test sets against the four targets."""
     if (model is None) == (predictions is None):
-        typer.secho("medsafe eval: give exactly one of --model PATH or --predictions FILE", fg=typer.colors.RED, err=True)
+        typer.secho(
+            "medsafe eval: give exactly one of --model PATH or --predictions FILE",
+            fg=typer.colors.RED,
+            err=True,
+        )
         raise typer.Exit(code=2)
     from flows.evaluate import eval_flow
 
     summary = _run_stage(
-        "eval", eval_flow, profile=profile, model=str(model) if model else None,
+        "eval",
+        eval_flow,
+        profile=profile,
+        model=str(model) if model else None,
         predictions=str(predictions) if predictions else None,
-        test_files=[str(p) for p in test_file] if test_file else None, name=name, workdir=str(workdir),
+        test_files=[str(p) for p in test_file] if test_file else None,
+        name=name,
+        workdir=str(workdir),
     )
     _print_summary("eval: done", summary)
 
@@ -151,12 +207,16 @@ def run(profile: str = ProfileOpt, source: list[str] = SourcesOpt, workdir: Path
     """The whole pipeline as one flow: data → gate → SFT → RL → evaluation (re-runs hit the cache)."""
     from flows.pipeline import medsafe_pipeline
 
-    summary = _run_stage("pipeline", medsafe_pipeline, profile=profile, sources=source or None, workdir=str(workdir))
+    summary = _run_stage(
+        "pipeline", medsafe_pipeline, profile=profile, sources=source or None, workdir=str(workdir)
+    )
     _print_summary("run: done", summary)
 
 
 @app.command(epilog="Example: medsafe profiles --show tiny")
-def profiles(show: str | None = typer.Option(None, help="Print one profile's full, validated settings.")) -> None:
+def profiles(
+    show: str | None = typer.Option(None, help="Print one profile's full, validated settings."),
+) -> None:
     """List the named profiles, or show one resolved."""
     from flows.recipes import available_profiles, load_profile
 
@@ -176,8 +236,11 @@ def serve(workdir: Path = WorkdirOpt) -> None:
 
 
 @app.command(epilog="Example: medsafe deploy --pool medsafe-process")
-def deploy(pool: str = typer.Option("medsafe-process", help="Process work pool the deployments run on.")) -> None:
-    """Register the deployments in deployments/prefect.yaml on the current Prefect server (prefect deploy --all)."""
+def deploy(
+    pool: str = typer.Option("medsafe-process", help="Process work pool the deployments run on."),
+) -> None:
+    """Register the deployments in deployments/prefect.yaml on the current Prefect server (prefect deploy
+    --all)."""
     from flows.deploy import register_deployments
 
     sys.exit(register_deployments(pool))

@@ -1,6 +1,6 @@
 """The data sub-flow: download → cleanup → classify_risk → split → sample_rl_prompts → quality_gate → report.
 
-    medsafe data --profile tiny --workdir runs/demo
+medsafe data --profile tiny --workdir runs/demo
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from validation.gate import quality_gate_task
 from validation.report import data_report_task
 from validation.tables import table_paths
 
-WORKER_MODULES = ("tasks.prepare.clean_record", "tasks.risk.parallel_label")  # what the workers import as they start
+WORKER_MODULES = (
+    "tasks.prepare.clean_record",
+    "tasks.risk.parallel_label",
+)  # what the workers import as they start
 
 
 @flow(name="medsafe-data", log_prints=False)

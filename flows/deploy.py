@@ -1,7 +1,7 @@
 """Deployments from deployments/prefect.yaml: register them on a server, or serve them from this process.
 
-    medsafe serve --workdir runs/served   # then: prefect deployment run 'medsafe-data/data-only'
-    medsafe deploy --pool medsafe-process # then start a worker: prefect worker start --pool medsafe-process
+medsafe serve --workdir runs/served   # then: prefect deployment run 'medsafe-data/data-only'
+medsafe deploy --pool medsafe-process # then start a worker: prefect worker start --pool medsafe-process
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def flow_from_entrypoint(entrypoint: str) -> Flow:
     try:
         obj = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as exc:
-        raise DeploymentSpecError(f"entrypoint {entrypoint!r} does not import ({exc}); fix deployments/prefect.yaml") from exc
+        raise DeploymentSpecError(
+            f"entrypoint {entrypoint!r} does not import ({exc}); fix deployments/prefect.yaml"
+        ) from exc
     if not isinstance(obj, Flow):
         raise DeploymentSpecError(f"entrypoint {entrypoint!r} names {type(obj).__name__}, not a Prefect flow")
     return obj
@@ -111,11 +113,16 @@ def prefect_file_for_pool(pool: str, folder: Path) -> Path:
 
 
 def register_deployments(pool: str) -> int:
-    """Create the work pool if needed and run `prefect deploy --all` on deployments/prefect.yaml (on `pool`)."""
+    """Create the work pool if needed and run `prefect deploy --all` on deployments/prefect.yaml (on
+    `pool`)."""
     env = {**os.environ, "MEDSAFE_PROJECT_DIR": str(PROJECT_DIR)}
     prefect = str(Path(sys.executable).with_name("prefect"))
     created = subprocess.run(
-        [prefect, "work-pool", "create", pool, "--type", "process"], env=env, cwd=PROJECT_DIR, capture_output=True, text=True
+        [prefect, "work-pool", "create", pool, "--type", "process"],
+        env=env,
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
     )
     if created.returncode != 0 and "already exists" not in created.stdout + created.stderr:
         print(created.stdout + created.stderr, file=sys.stderr)

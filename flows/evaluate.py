@@ -1,7 +1,7 @@
 """The evaluate sub-flow: predictions (generated or given) → safety metrics vs targets → reports; SFT vs RL.
 
-    medsafe eval --model models/rl/final_model --name rl
-    medsafe eval --predictions preds.jsonl --name external
+medsafe eval --model models/rl/final_model --name rl
+medsafe eval --predictions preds.jsonl --name external
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ def _prompt_files(wd: Workdir, test_files: list[str] | None) -> list[Path]:
     files = [Path(f) for f in test_files] if test_files else [wd.split("red_team"), wd.split("test")]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise FileNotFoundError(f"evaluation prompt set(s) not found: {', '.join(missing)}; run `medsafe data` first or pass --test-file")
+        raise FileNotFoundError(
+            f"evaluation prompt set(s) not found: {', '.join(missing)}; "
+            "run `medsafe data` first or pass --test-file"
+        )
     return files
 
 
@@ -55,6 +58,8 @@ def compare_flow(profile: str = "tiny", workdir: str = ".", models: dict[str, st
     metrics = {}
     for run_name, path in models.items():
         generated = generate_task(Path(path), prompt_files, wd, cfg, run_name)
-        metrics[run_name] = evaluate_task(Path(generated["predictions"]), wd, cfg, run_name, teacher_on, ASSETS.safety_rules)
+        metrics[run_name] = evaluate_task(
+            Path(generated["predictions"]), wd, cfg, run_name, teacher_on, ASSETS.safety_rules
+        )
     comparison = compare_task({k: Path(v["metrics"]) for k, v in metrics.items()}, wd, "-vs-".join(models))
     return {"runs": metrics, "comparison": comparison}

@@ -1,6 +1,6 @@
 """The whole pipeline as one flow: data (gate) → train (SFT → RL) → evaluate (SFT vs RL).
 
-    medsafe run --profile tiny --workdir runs/tiny
+medsafe run --profile tiny --workdir runs/tiny
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Profiles are recipes: YAML files in flows/profiles/ that fill the typed settings (tasks/core/config.py).
 
-    profile = load_profile("tiny", {"rl.steps": 4})
+profile = load_profile("tiny", {"rl.steps": 4})
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ def load_profile(name_or_path: str = "tiny", overrides: dict[str, Any] | None = 
     named = PROFILES_DIR / f"{name_or_path}.yaml"
     path = named if named.is_file() else Path(name_or_path)
     if not path.is_file():
-        raise ProfileError(f"unknown profile {name_or_path!r}; choose one of {', '.join(available_profiles())} or give a YAML path")
+        raise ProfileError(
+            f"unknown profile {name_or_path!r}; choose one of "
+            f"{', '.join(available_profiles())} or give a YAML path"
+        )
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     raw.setdefault("name", path.stem)
     try:

@@ -1,7 +1,7 @@
 """The train sub-flow: base model → LoRA SFT → RL (PPO or GRPO) against the safety reward.
 
-    medsafe sft --profile tiny
-    medsafe rl --profile tiny --algorithm ppo
+medsafe sft --profile tiny
+medsafe rl --profile tiny --algorithm ppo
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ def require_gated_data(wd: Workdir) -> None:
     if not gate.is_file():
         raise DataNotReady(f"no quality-gate result at {gate}; run `medsafe data --workdir {wd.root}` first")
     if not json.loads(gate.read_text(encoding="utf-8")).get("passed"):
-        raise DataNotReady(f"the data quality gate failed ({gate}); fix the data and re-run `medsafe data` before training")
+        raise DataNotReady(
+            f"the data quality gate failed ({gate}); fix the data and re-run `medsafe data` before training"
+        )
 
 
 def _sft(cfg: Profile, wd: Workdir) -> tuple[Path, dict]:
@@ -50,15 +52,25 @@ def sft_flow(profile: str = "tiny", workdir: str = ".") -> dict:
 
 
 @flow(name="medsafe-train")
-def train_flow(profile: str = "tiny", workdir: str = ".", algorithm: str | None = None, steps: int | None = None) -> dict:
+def train_flow(
+    profile: str = "tiny", workdir: str = ".", algorithm: str | None = None, steps: int | None = None
+) -> dict:
     """SFT (a cache hit when already done), then RL from the SFT adapter."""
     overrides = {k: v for k, v in {"rl.algorithm": algorithm, "rl.steps": steps}.items() if v is not None}
     cfg, wd = load_profile(profile, overrides or None), Workdir.at(workdir)
     require_gated_data(wd)
     base, sft = _sft(cfg, wd)
     rl = rl_task(
-        wd.training_prompts, base, Path(sft["adapter"]), ASSETS.safety_rules, cfg.rl, cfg.model, cfg.reward,
-        cfg.teacher, teacher_enabled(cfg.teacher, read_secret_block), wd,
+        wd.training_prompts,
+        base,
+        Path(sft["adapter"]),
+        ASSETS.safety_rules,
+        cfg.rl,
+        cfg.model,
+        cfg.reward,
+        cfg.teacher,
+        teacher_enabled(cfg.teacher, read_secret_block),
+        wd,
     )
     return {"sft": sft, "rl": rl}
 

@@ -1,1 +1,3 @@
-"""medsafe stages and their workers, one package per capability; imports point down: core <- prepare, risk, reward, model <- train, evaluate."""
+"""medsafe stages and their workers, one package per capability; imports point down: core <- prepare, risk,
+reward, model <- train, evaluate.
+"""

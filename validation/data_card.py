@@ -26,11 +26,15 @@ def _splits(summary: dict[str, Any]) -> list[str]:
     lines = [
         "## Splits",
         "",
-        f"Each near-duplicate group goes whole to one split, chosen by hashing the group id with seed {data['seed']} "
+        "Each near-duplicate group goes whole to one split, "
+        f"chosen by hashing the group id with seed {data['seed']} "
         f"(dev {data['dev_fraction']:.0%}, test {data['test_fraction']:.0%}, the rest train). "
-        f"The gold set ({data['gold_size']} rows asked, at most half of test) is drawn from test, stratified by risk "
-        "level, and removed from it. Rows from red-team sources and the shipped safety red-team set are kept out of "
-        "train/dev/test in red_team; a row sharing a near-duplicate group with a red-team prompt is held out in test.",
+        f"The gold set ({data['gold_size']} rows asked, at most "
+        "half of test) is drawn from test, stratified by risk "
+        "level, and removed from it. Rows from red-team sources "
+        "and the shipped safety red-team set are kept out of "
+        "train/dev/test in red_team; a row sharing a near-duplicate "
+        "group with a red-team prompt is held out in test.",
         "",
     ]
     rows = [
@@ -48,9 +52,11 @@ def _risk(summary: dict[str, Any]) -> list[str]:
     lines = ["## Risk distribution", ""] + _table(["table", *RISK_LEVELS], rows)
     lines += [
         "",
-        f"RL prompts: {rl['total']} of {rl['target_size']} targeted ({', '.join(f'{k} {v}' for k, v in rl['origins'].items())}); "
+        f"RL prompts: {rl['total']} of {rl['target_size']} targeted "
+        f"({', '.join(f'{k} {v}' for k, v in rl['origins'].items())}); "
         f"critical+high share {summary['critical_high_share']:.1%}; safety red-team prompts "
-        f"{summary['red_team_copies']['prompts']}, each expected {summary['red_team_copies']['expected_copies']} times "
+        f"{summary['red_team_copies']['prompts']}, each expected "
+        f"{summary['red_team_copies']['expected_copies']} times "
         f"(seen: {summary['red_team_copies']['copies_seen']}).",
     ]
     return lines + [f"- {note}" for note in rl["notes"]]
@@ -84,11 +90,14 @@ def _gate(summary: dict[str, Any], root: Path) -> list[str]:
 
 def _limits(summary: dict[str, Any]) -> list[str]:
     limits = [
-        "Risk levels and safety categories come from a bilingual keyword lexicon (rules YAML), not clinician review; "
+        "Risk levels and safety categories come from a bilingual "
+        "keyword lexicon (rules YAML), not clinician review; "
         "they miss paraphrases and can over-flag.",
-        "The gold set is a stratified hold-out of test with the same automatic labels, not a human-verified set.",
+        "The gold set is a stratified hold-out of test with "
+        "the same automatic labels, not a human-verified set.",
         f"The safety red-team set is small ({summary['red_team_copies']['prompts']} prompts) and appears "
-        f"{summary['red_team_copies']['expected_copies']} times in the RL prompts: the policy sees those prompts in "
+        f"{summary['red_team_copies']['expected_copies']} times "
+        "in the RL prompts: the policy sees those prompts in "
         "training, so judge safety on test and the external red team too.",
         "Split fractions are met on average (hash per group); small data sets give uneven splits.",
     ]

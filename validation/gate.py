@@ -97,7 +97,10 @@ def _observed(result: dict[str, Any], exception_info: Any) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
     if "unexpected_count" in result:
         sample = list(result.get("partial_unexpected_list") or [])[:5]
-        return f"{result['unexpected_count']} unexpected rows ({result.get('unexpected_percent', 0):.1f}%), e.g. {sample}"
+        return (
+            f"{result['unexpected_count']} unexpected rows "
+            f"({result.get('unexpected_percent', 0):.1f}%), e.g. {sample}"
+        )
     return str(result) or "nothing observed"
 
 
@@ -173,8 +176,8 @@ def quality_gate_task(
     data_cfg: DataConfig,
     workdir: Workdir,
 ) -> dict[str, Any]:
-    """Run the gate on `tables` (validation.tables.table_paths: exactly the files it reads, so only they
-    enter the cache key); write reports/data_quality/gate_result.json; on failure build the report, then raise."""
+    """Run the gate on `tables` (validation.tables.table_paths: exactly the files it reads, so only they enter
+    the cache key); write reports/data_quality/gate_result.json; on failure build the report, then raise."""
     logger = get_run_logger()
     result = run_quality_gate(workdir, gate_cfg, sampling_cfg, data_cfg, paths=tables)
     write_json(workdir.gate_result, result.to_dict())

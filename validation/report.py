@@ -129,7 +129,8 @@ def plot_risk_distribution(summary: dict[str, Any], path: Path) -> None:
 
 
 def build_data_report(workdir: Workdir, data_cfg: DataConfig, sampling_cfg: SamplingConfig) -> dict[str, Any]:
-    """Write summary.json, risk_distribution.png and data/DATA_CARD.md; return the summary with their paths."""
+    """Write summary.json, risk_distribution.png and data/DATA_CARD.md; return the summary with their
+    paths."""
     out = workdir.data_quality_reports
     summary = build_summary(workdir, data_cfg, sampling_cfg)
     summary["outputs"] = {
@@ -160,10 +161,12 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# Data quality: gate {verdict}",
         f"- processed rows: {counts_text(summary['stages']['processed'])}",
-        f"- quarantined: {summary['quarantine']['total']} ({counts_text(summary['quarantine']['by_reason'])})",
+        f"- quarantined: {summary['quarantine']['total']} "
+        f"({counts_text(summary['quarantine']['by_reason'])})",
         f"- RL prompts: {summary['stages']['rl_prompts']} ({counts_text(summary['rl_prompts']['origins'])}), "
         f"critical+high {summary['critical_high_share']:.1%}",
-        f"- safety red-team prompts: {copies['prompts']}, copies seen {copies['copies_seen']} (expected {copies['expected_copies']})",
+        f"- safety red-team prompts: {copies['prompts']}, copies seen "
+        f"{copies['copies_seen']} (expected {copies['expected_copies']})",
     ]
     lines += [f"- failed: {f}" for f in summary["failed_expectations"]]
     lines += [f"- note: {n}" for n in summary["rl_prompts"]["notes"]]

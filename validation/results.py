@@ -1,4 +1,5 @@
-"""The quality gate's result and its exception (no Great Expectations import: cheap for reports and the CLI)."""
+"""The quality gate's result and its exception (no Great Expectations import: cheap for reports and the
+CLI)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ class FailedExpectation:
 
     def describe(self) -> str:
         where = f"column {self.column!r}" if self.column else "table"
-        return f"[{self.suite}] {self.expectation_type} on {where}: observed {self.observed}; expected {self.expected}"
+        return (
+            f"[{self.suite}] {self.expectation_type} on {where}: "
+            f"observed {self.observed}; expected {self.expected}"
+        )
 
 
 @dataclass
@@ -65,6 +69,7 @@ class QualityGateFailed(MedsafeError):
         if result.data_docs_index:
             lines.append(f"  details: {result.data_docs_index}")
         lines.append(
-            "  what to do: fix the stage that wrote the failing table (or the profile's gate settings) and re-run"
+            "  what to do: fix the stage that wrote the failing "
+            "table (or the profile's gate settings) and re-run"
         )
         super().__init__("\n".join(lines))

@@ -59,7 +59,9 @@ def table_paths(workdir: Workdir) -> dict[str, Path]:
 
 
 def load_tables(paths: Workdir | dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
-    """Read every gated table (from a workdir, or the files given); a missing file names the stage that writes it."""
+    """Read every gated table (from a workdir, or the files given); a missing file names the stage that writes
+    it.
+    """
     tables = {}
     for name, path in (table_paths(paths) if isinstance(paths, Workdir) else paths).items():
         if not path.is_file():
@@ -100,7 +102,9 @@ def _field_checks(df: pd.DataFrame, rows: list[dict[str, Any]], kind: str) -> No
     fields itself ("answer, group")."""
     required, typed = REQUIRED[kind], TYPED[kind]
     df["missing_fields"] = pd.Series(
-        [", ".join(c for c in required if r.get(c) is None) or None for r in rows], index=df.index, dtype=object
+        [", ".join(c for c in required if r.get(c) is None) or None for r in rows],
+        index=df.index,
+        dtype=object,
     )
     df["mistyped_fields"] = pd.Series(
         [", ".join(c for c, t in typed.items() if not _typed(r.get(c), t)) or None for r in rows],

@@ -20,24 +20,34 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     sources: list[str] = Field(
         default_factory=lambda: ["medical-o1"],
-        description="Source names (medical-o1, medical-o1:en, delicate-medical-r1, medsafetybench) or local paths.",
+        description=(
+            "Source names (medical-o1, medical-o1:en, delicate-medical-r1, medsafetybench) or local paths."
+        ),
     )
     max_rows_per_source: int | None = Field(None, description="Cap rows read per source (None: all).")
     min_question_chars: int = Field(4, description="Shorter questions are quarantined.")
     max_question_chars: int = Field(4000, description="Longer questions are quarantined.")
-    min_answer_chars: int = Field(2, description="Shorter answers are quarantined (empty answers always are).")
+    min_answer_chars: int = Field(
+        2, description="Shorter answers are quarantined (empty answers always are)."
+    )
     max_answer_chars: int = Field(16000, description="Longer answers are quarantined.")
     max_think_chars: int = Field(24000, description="Longer reasoning chains are quarantined.")
-    near_dup_threshold: float = Field(0.9, description="Jaccard similarity of character shingles above which rows are near duplicates.")
+    near_dup_threshold: float = Field(
+        0.9, description="Jaccard similarity of character shingles above which rows are near duplicates."
+    )
     dev_fraction: float = Field(0.05, ge=0, lt=0.5)
     test_fraction: float = Field(0.05, ge=0, lt=0.5)
-    gold_size: int = Field(50, ge=0, description="Rows of test held out as the gold set (all risk levels, stratified).")
+    gold_size: int = Field(
+        50, ge=0, description="Rows of test held out as the gold set (all risk levels, stratified)."
+    )
     seed: int = 42
 
 
 class SamplingConfig(_Strict):
     target_size: int = Field(2000, ge=1, description="RL prompts in total (the plan: 2,000).")
-    high_risk_share: float = Field(0.6, gt=0, lt=1, description="Share of critical+high among the rows sampled from train.")
+    high_risk_share: float = Field(
+        0.6, gt=0, lt=1, description="Share of critical+high among the rows sampled from train."
+    )
     red_team_copies: int = Field(3, ge=1, description="Each safety red-team prompt appears this many times.")
     include_red_team: bool = Field(True, description="Add the external red-team rows (origin red_team).")
     include_gold: bool = Field(True, description="Add the gold set (origin gold).")
@@ -45,14 +55,22 @@ class SamplingConfig(_Strict):
 
 
 class GateConfig(_Strict):
-    min_critical_high_share: float = Field(0.4, description="RL prompts: critical+high share must exceed this.")
-    min_think_share: float = Field(0.9, description="SFT targets (train) with a non-empty <think> at least this share.")
-    min_rows_per_split: int = Field(1, description="train, dev and test must each have at least this many rows.")
+    min_critical_high_share: float = Field(
+        0.4, description="RL prompts: critical+high share must exceed this."
+    )
+    min_think_share: float = Field(
+        0.9, description="SFT targets (train) with a non-empty <think> at least this share."
+    )
+    min_rows_per_split: int = Field(
+        1, description="train, dev and test must each have at least this many rows."
+    )
 
 
 class ModelConfig(_Strict):
     base: str = Field("Qwen/Qwen3-0.6B", description="Hub id or local path; MEDSAFE_BASE_MODEL overrides.")
-    tiny: bool = Field(False, description="Build a tiny Qwen3-architecture model locally instead of loading one.")
+    tiny: bool = Field(
+        False, description="Build a tiny Qwen3-architecture model locally instead of loading one."
+    )
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"
     max_seq_len: int = 1024
     gradient_checkpointing: bool = False
@@ -62,7 +80,9 @@ class LoraConfig(_Strict):
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
 
 
 class SFTConfig(_Strict):
@@ -88,7 +108,9 @@ class RewardConfig(_Strict):
 class TeacherConfig(_Strict):
     model: str = "deepseek-chat"
     base_url: str = Field("https://api.deepseek.com", description="DEEPSEEK_BASE_URL overrides.")
-    enabled: Literal["auto", "on", "off"] = Field("auto", description="auto: on when DEEPSEEK_API_KEY is set.")
+    enabled: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: on when DEEPSEEK_API_KEY is set."
+    )
     concurrency: int = Field(16, ge=1)
     max_attempts: int = Field(5, ge=1)
     timeout_s: float = 60.0
@@ -116,7 +138,9 @@ class RLConfig(_Strict):
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
-    steps: int | None = Field(None, description="Stop after this many PPO steps (None: one pass over the prompts).")
+    steps: int | None = Field(
+        None, description="Stop after this many PPO steps (None: one pass over the prompts)."
+    )
     save_every: int = 50
     lora: LoraConfig = Field(default_factory=LoraConfig)
     grpo_num_generations: int = 4

@@ -22,9 +22,5 @@ class ProfileError(MedsafeError):
     """A profile or override that does not validate."""
 
 
-
-
-
-
 class InputFileError(MedsafeError, ValueError):
     """A file the user gave cannot be read as what it should be: the message names the file and line."""

@@ -249,7 +249,3 @@ def _content_hash(files: list[Path], root: Path | None) -> str:
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
     return h.hexdigest()
-
-
-
-

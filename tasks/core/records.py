@@ -31,14 +31,17 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
     stem. A bad line raises InputFileError naming the file, the line and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(f"predictions file {path} does not exist; generate it first (`medsafe eval --model ...`)")
+        raise InputFileError(
+            f"predictions file {path} does not exist; generate it first (`medsafe eval --model ...`)"
+        )
     rows = []
     try:
         for line_no, row in iter_jsonl(path, strict=True):
             rows.append(_checked(row, path, line_no))  # type: ignore[arg-type]
     except JsonlLineError as exc:
         raise InputFileError(
-            f"{exc.path}:{exc.line_no}: {exc.reason}; every line must be one JSON object with question and response"
+            f"{exc.path}:{exc.line_no}: {exc.reason}; every line "
+            "must be one JSON object with question and response"
         ) from None
     return rows
 
@@ -47,9 +50,13 @@ def _checked(row: dict[str, Any], path: Path, line_no: int) -> dict[str, Any]:
     for name in ("question", "response"):
         if not isinstance(row.get(name), str):
             got = "missing" if name not in row else f"a {type(row[name]).__name__}"
-            raise InputFileError(f"{path}:{line_no}: field {name!r} must be a string, got {got}; fix or remove this line")
+            raise InputFileError(
+                f"{path}:{line_no}: field {name!r} must be a string, got {got}; fix or remove this line"
+            )
     cats = row.get("safety_categories")
     if cats is not None and not (isinstance(cats, list) and all(isinstance(c, str) for c in cats)):
-        raise InputFileError(f"{path}:{line_no}: safety_categories must be a list of strings; fix or remove this line")
+        raise InputFileError(
+            f"{path}:{line_no}: safety_categories must be a list of strings; fix or remove this line"
+        )
     row_id = str(row["id"]) if row.get("id") is not None else text_hash(row["question"], row["response"])
     return {**row, "id": row_id, "set": row.get("set") or path.stem}

@@ -151,7 +151,9 @@ class Stage(Task):
         if roots and kwargs.get("return_state") is None and (missing := _missing_outputs(result, roots)):
             get_run_logger().warning(
                 "%s: the cached result names %d missing output(s) (%s); running it again",
-                self.name, len(missing), missing[0],
+                self.name,
+                len(missing),
+                missing[0],
             )
             result = self.with_options(refresh_cache=True)(*args, **kwargs)
         return result
@@ -162,13 +164,10 @@ def stage(fn: Any) -> Stage:
     return Stage(fn=fn, cache_policy=STAGE_CACHE, persist_result=True)
 
 
-
-
-
-
 def read_secret_block(name: str) -> str | None:
-    """A Prefect Secret block's value, tried only inside a Prefect run or against a configured server; None when
-    there is no such block (or no server). Stages hand this to the teacher and the judge as their key lookup."""
+    """A Prefect Secret block's value, tried only inside a Prefect run or against a configured server; None
+    when there is no such block (or no server). Stages hand this to the teacher and the judge as their key
+    lookup."""
     if not (os.environ.get("PREFECT_API_URL") or FlowRunContext.get() or TaskRunContext.get()):
         return None
     try:

@@ -1,7 +1,7 @@
 """Text facts every stage agrees on: where a response's <think> block ends, and which language a text is in.
 
-    split_think("<think>chest pain: rule out MI</think>Call 120 now.")  # ThinkSplit(think=..., answer=...)
-    detect_lang("患者胸痛两小时", "")  # "zh"
+split_think("<think>chest pain: rule out MI</think>Call 120 now.")  # ThinkSplit(think=..., answer=...)
+detect_lang("患者胸痛两小时", "")  # "zh"
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 _THINK_TAG = re.compile(r"</?think>")
 _HAN_RUN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_LATIN_ONLY = bytes(b if chr(b).isascii() and chr(b).isalpha() else ord(" ") for b in range(256))  # translate table
+_LATIN_ONLY = bytes(
+    b if chr(b).isascii() and chr(b).isalpha() else ord(" ") for b in range(256)
+)  # translate table
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ def split_think(text: str) -> ThinkSplit:
 
 
 def detect_lang(question: str, answer: str = "") -> str:
-    """'zh' when Han characters outnumber Latin words (a word carries about what a character does), else 'en'."""
+    """'zh' when Han characters outnumber Latin words (a word carries about what a character does), else
+    'en'."""
     if question.isascii() and answer.isascii():  # isascii() reads a flag, it does not scan
         return "en"
     sample = question[:1000] + "\n" + answer[:1000]

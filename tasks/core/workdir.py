@@ -36,6 +36,16 @@ class Assets:
     def samples(self) -> Path:
         return self.root / "samples"
 
+    @property
+    def over_refusal(self) -> Path:
+        """Benign questions that sound alarming: a helpful answer is due, a refusal is over-refusal."""
+        return self.root / "over_refusal" / "over_refusal.jsonl"
+
+    @property
+    def rubrics(self) -> Path:
+        """The evaluation judge's versioned rubric prompts."""
+        return self.root / "rubrics"
+
     def judge_prompt(self, version: str) -> Path:
         """The prompt file of a judge template version ("judge-v1" -> prompts/judge_v1.txt)."""
         return self.root / "prompts" / f"{version.replace('-', '_')}.txt"
@@ -69,7 +79,7 @@ class Workdir:
         return self._dir("data", "processed")
 
     def split(self, name: str) -> Path:
-        """A processed table: train, dev, test, gold_set or red_team."""
+        """A processed table: train, dev, test, gold_set, red_team (RL part) or red_team_eval (held out)."""
         return self.processed / f"{name}.jsonl"
 
     @property

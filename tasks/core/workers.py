@@ -174,7 +174,3 @@ def _run_claimed(job: ChunkJob, slot: int, chunks: int) -> dict[int, Any]:
     while (i := _claim(_WORKER["claims"], slot, chunks)) is not None:
         done[i] = job.run(i)
     return done
-
-
-
-

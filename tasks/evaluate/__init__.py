@@ -1,1 +1,3 @@
-"""Evaluation: generating predictions, metrics against the four targets, comparison across models, and the rendered report."""
+"""Evaluation: generating predictions, metrics against the four targets, comparison across models, and the
+rendered report.
+"""

@@ -15,15 +15,35 @@ from typing import Any
 
 from tasks.evaluate.metrics import TARGETS, TEACHER_DIMS, VIEWS
 
-VIEW_TITLES = {"overall": "Overall", "set": "By set", "lang": "By language", "risk_level": "By risk level",
-               "safety_category": "By safety category"}
+VIEW_TITLES = {
+    "overall": "Overall",
+    "set": "By set",
+    "lang": "By language",
+    "risk_level": "By risk level",
+    "safety_category": "By safety category",
+}
 
 
 EXCERPT_CHARS = 200
 
 
-CSV_COLUMNS = ("id", "set", "lang", "risk_level", "categories", "violation", "violated_categories", "emergency_case",
-               "emergency_referral", "hedged", "has_think", "rule_score", "teacher_score", "total", "response_excerpt")
+CSV_COLUMNS = (
+    "id",
+    "set",
+    "lang",
+    "risk_level",
+    "categories",
+    "violation",
+    "violated_categories",
+    "emergency_case",
+    "emergency_referral",
+    "hedged",
+    "has_think",
+    "rule_score",
+    "teacher_score",
+    "total",
+    "response_excerpt",
+)
 
 
 Cell = tuple[str, str | None]  # (text, status: "pass" | "fail" | "na" | None)
@@ -50,7 +70,10 @@ def status(passed: bool | None) -> str:
 
 def rate_cell(cell: dict[str, Any]) -> Cell:
     verdict = {"pass": "PASS", "fail": "FAIL", "na": "n/a"}[status(cell["pass"])]
-    return (f"{fmt_rate(cell)} {verdict}" if cell["value"] is not None else fmt_rate(cell), status(cell["pass"]))
+    return (
+        f"{fmt_rate(cell)} {verdict}" if cell["value"] is not None else fmt_rate(cell),
+        status(cell["pass"]),
+    )
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -63,17 +86,33 @@ def run_sections(metrics: dict[str, Any]) -> list[Section]:
     """One table per view (groups x targets), plus the judge's means when the teacher was on."""
     sections = []
     for view in VIEWS:
-        sec = Section(VIEW_TITLES[view], [view.replace("_", " "), "n", *(f"{t.label} ({t.text})" for t in TARGETS)])
+        sec = Section(
+            VIEW_TITLES[view], [view.replace("_", " "), "n", *(f"{t.label} ({t.text})" for t in TARGETS)]
+        )
         for group, cell in metrics["views"][view].items():
-            sec.rows.append([(group, None), (str(cell["n"]), None), *(rate_cell(cell[t.key]) for t in TARGETS)])
+            sec.rows.append(
+                [(group, None), (str(cell["n"]), None), *(rate_cell(cell[t.key]) for t in TARGETS)]
+            )
         sections.append(sec)
     if metrics.get("teacher"):
-        sec = Section("Teacher scores (mean; overall 0-1, dimensions 0-10; higher is better)", ["view", "group", "n", *TEACHER_DIMS])
+        sec = Section(
+            "Teacher scores (mean; overall 0-1, dimensions 0-10; higher is better)",
+            ["view", "group", "n", *TEACHER_DIMS],
+        )
         for view in VIEWS:
             for group, cell in metrics["views"][view].items():
                 t = cell["teacher"]
-                sec.rows.append([(view, None), (group, None), (str(t["n"]), None),
-                                 *(("n/a" if t[d] is None else f"{t[d]:.3f}", "na" if t[d] is None else None) for d in TEACHER_DIMS)])
+                sec.rows.append(
+                    [
+                        (view, None),
+                        (group, None),
+                        (str(t["n"]), None),
+                        *(
+                            ("n/a" if t[d] is None else f"{t[d]:.3f}", "na" if t[d] is None else None)
+                            for d in TEACHER_DIMS
+                        ),
+                    ]
+                )
         sections.append(sec)
     return sections
 
@@ -83,10 +122,17 @@ def comparison_sections(table: dict[str, Any]) -> list[Section]:
     runs, base, cand = table["runs"], table["baseline"], table["candidate"]
     sections: dict[str, Section] = {}
     for row in table["rows"]:
-        sec = sections.setdefault(row["view"], Section(VIEW_TITLES[row["view"]], [
-            row["view"].replace("_", " "), "metric", "target", *runs, f"delta ({cand} - {base})"]))
+        sec = sections.setdefault(
+            row["view"],
+            Section(
+                VIEW_TITLES[row["view"]],
+                [row["view"].replace("_", " "), "metric", "target", *runs, f"delta ({cand} - {base})"],
+            ),
+        )
         cells = [_compared_cell(row["by_run"][r], row["metric"]) for r in runs]
-        sec.rows.append([(row["group"], None), (row["label"], None), (row["target"], None), *cells, _delta_cell(row)])
+        sec.rows.append(
+            [(row["group"], None), (row["label"], None), (row["target"], None), *cells, _delta_cell(row)]
+        )
     return list(sections.values())
 
 
@@ -109,36 +155,59 @@ def render_markdown(title: str, intro: list[str], sections: list[Section], chart
     if chart:
         lines += [f"![targets per run]({chart})", ""]
     for sec in sections:
-        lines += [f"## {sec.title}", "", "| " + " | ".join(sec.headers) + " |", "|" + "---|" * len(sec.headers)]
+        lines += [
+            f"## {sec.title}",
+            "",
+            "| " + " | ".join(sec.headers) + " |",
+            "|" + "---|" * len(sec.headers),
+        ]
         lines += ["| " + " | ".join(text.replace("|", "\\|") for text, _ in row) + " |" for row in sec.rows]
         lines.append("")
     return "\n".join(lines)
 
 
-_CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem;color:#222;max-width:1200px}
-table{border-collapse:collapse;margin:0.5rem 0 1.5rem}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:14px}
-th{background:#f0f0f0}td.pass{background:#d8f3dc;color:#1b4332}td.fail{background:#ffd6d6;color:#7a0000}
-td.na{background:#f4f4f4;color:#777}img{max-width:100%}p.note{color:#555}"""
+_CSS = (
+    'body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;'
+    "margin:2rem;color:#222;max-width:1200px}\n"
+    "table{border-collapse:collapse;margin:0.5rem 0 1.5rem}"
+    "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:14px}\n"
+    "th{background:#f0f0f0}td.pass{background:#d8f3dc;color:#1b4332}td.fail{background:#ffd6d6;color:#7a0000}\n"
+    "td.na{background:#f4f4f4;color:#777}img{max-width:100%}p.note{color:#555}"
+)
 
 
 def render_html(title: str, intro: list[str], sections: list[Section], chart_png: bytes | None) -> str:
     """A self-contained page (inline CSS, chart embedded as a data URI)."""
     esc = html.escape
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>", *(f"<p class=\"note\">{esc(p)}</p>" for p in intro if p)]
+    parts = [
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>',
+        f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>",
+        *(f'<p class="note">{esc(p)}</p>' for p in intro if p),
+    ]
     if chart_png:
-        parts.append(f"<img alt=\"targets per run\" src=\"data:image/png;base64,{base64.b64encode(chart_png).decode()}\">")
+        parts.append(
+            f'<img alt="targets per run" src="data:image/png;base64,{base64.b64encode(chart_png).decode()}">'
+        )
     for sec in sections:
-        parts.append(f"<h2>{esc(sec.title)}</h2><table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in sec.headers) + "</tr></thead><tbody>")
+        parts.append(
+            f"<h2>{esc(sec.title)}</h2><table><thead><tr>"
+            + "".join(f"<th>{esc(h)}</th>" for h in sec.headers)
+            + "</tr></thead><tbody>"
+        )
         for row in sec.rows:
-            parts.append("<tr>" + "".join(f"<td class=\"{s}\">{esc(t)}</td>" if s else f"<td>{esc(t)}</td>" for t, s in row) + "</tr>")
+            parts.append(
+                "<tr>"
+                + "".join(f'<td class="{s}">{esc(t)}</td>' if s else f"<td>{esc(t)}</td>" for t, s in row)
+                + "</tr>"
+            )
         parts.append("</tbody></table>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def plot_targets(named_metrics: dict[str, dict[str, Any]], png_path: Path) -> Path:
-    """The four targets' overall values per run as bars, with the target as a dashed line; n/a runs are labelled."""
+    """The four targets' overall values per run as bars, with the target as a dashed line; n/a runs are
+    labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,8 +222,13 @@ def plot_targets(named_metrics: dict[str, dict[str, Any]], png_path: Path) -> Pa
         ax.bar(runs, values, color=colors)
         ax.axhline(target.threshold * 100, color="#333", linestyle="--", linewidth=1)
         for x, c in enumerate(cells):
-            ax.text(x, (0 if c["value"] is None else c["value"] * 100) + 2, "n/a" if c["value"] is None else f"n={c['n']}",
-                    ha="center", fontsize=8)
+            ax.text(
+                x,
+                (0 if c["value"] is None else c["value"] * 100) + 2,
+                "n/a" if c["value"] is None else f"n={c['n']}",
+                ha="center",
+                fontsize=8,
+            )
         ax.set_title(f"{target.label}\ntarget {target.text}", fontsize=9)
         ax.set_ylim(0, 110)
     axes[0].set_ylabel("% of responses")
@@ -171,18 +245,39 @@ def rows_csv(per_row: list[dict[str, Any]]) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in per_row:
         excerpt = " ".join(r["response"].split())[:EXCERPT_CHARS]
-        writer.writerow([r["id"], r["set"], r["lang"], r["risk_level"], ";".join(r["safety_categories"]), r["violation"],
-                         ";".join(r["violated_categories"]), r["emergency_case"], r["emergency_referral"], r["hedged"],
-                         r["has_think"], r["rule_score"], "" if r["teacher_score"] is None else r["teacher_score"], r["total"], excerpt])
+        writer.writerow(
+            [
+                r["id"],
+                r["set"],
+                r["lang"],
+                r["risk_level"],
+                ";".join(r["safety_categories"]),
+                r["violation"],
+                ";".join(r["violated_categories"]),
+                r["emergency_case"],
+                r["emergency_referral"],
+                r["hedged"],
+                r["has_think"],
+                r["rule_score"],
+                "" if r["teacher_score"] is None else r["teacher_score"],
+                r["total"],
+                excerpt,
+            ]
+        )
     return buf.getvalue()
 
 
 def run_intro(metrics: dict[str, Any]) -> list[str]:
     sets = ", ".join(f"{g} {c['n']}" for g, c in metrics["views"]["set"].items())
     teacher = "on (judge scores included)" if metrics["teacher"] else "off (rules only; no judge scores)"
-    intro = [f"{metrics['n']} predictions ({sets}); teacher {teacher}.",
-             "Rates show (responses flagged / responses in the population); a rate over no rows is n/a, not 0% or 100%. "
-             "Emergency referral coverage counts only prompts labelled 'emergency'."]
+    intro = [
+        f"{metrics['n']} predictions ({sets}); teacher {teacher}.",
+        "Rates show (responses flagged / responses in the "
+        "population); a rate over no rows is n/a, not 0% or 100%. "
+        "Emergency referral coverage counts only prompts labelled 'emergency'.",
+    ]
     if gen := metrics.get("generation"):
-        intro.append(f"Model {gen['model_path']} (base {gen['base_path']}); decoding {json.dumps(gen['decoding'])}.")
+        intro.append(
+            f"Model {gen['model_path']} (base {gen['base_path']}); decoding {json.dumps(gen['decoding'])}."
+        )
     return intro

@@ -17,7 +17,9 @@ STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 def build_chat_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
     """The question as a Qwen3 user turn with the assistant turn opened and thinking on."""
     messages = [{"role": "user", "content": question}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=True)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=True
+    )
 
 
 def format_assistant(think: str, answer: str) -> str:
@@ -25,7 +27,9 @@ def format_assistant(think: str, answer: str) -> str:
     return f"<think>\n{think.strip()}\n</think>\n\n{answer.strip()}"
 
 
-def format_sft_example(tokenizer: PreTrainedTokenizerBase, question: str, think: str, answer: str) -> dict[str, Any]:
+def format_sft_example(
+    tokenizer: PreTrainedTokenizerBase, question: str, think: str, answer: str
+) -> dict[str, Any]:
     """One conversational SFT example (TRL's `messages` format); the tokenizer's template renders it."""
     del tokenizer  # the chat template is applied by the trainer; kept for a stable signature
     return {

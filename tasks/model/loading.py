@@ -41,7 +41,9 @@ def resolve_dtype(name: str) -> torch.dtype:
     import torch
 
     if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        return (
+            torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        )
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
@@ -66,14 +68,18 @@ def resolve_base_model(model_cfg: ModelConfig, workdir: Workdir) -> str:
 def _hub_snapshot(repo_id: str) -> str:
     from huggingface_hub import snapshot_download
 
-    offline = any(os.environ.get(v, "").lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    offline = any(
+        os.environ.get(v, "").lower() in {"1", "true", "yes", "on"}
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
     try:
         return snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=offline)
     except Exception as exc:  # noqa: BLE001 - any hub failure becomes one actionable message
         why = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else _first_line(exc)
         raise ModelUnavailable(
             f"base model {repo_id!r} is not available ({why}). On a machine with internet run "
-            f"`huggingface-cli download {repo_id} --local-dir DIR` (or `hf download {repo_id} --local-dir DIR`), "
+            f"`huggingface-cli download {repo_id} --local-dir "
+            f"DIR` (or `hf download {repo_id} --local-dir DIR`), "
             "copy DIR here and set MEDSAFE_BASE_MODEL=DIR; or run the offline `tiny` profile."
         ) from None
 
@@ -96,7 +102,8 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 def load_model(
     path: str | Path, model_cfg: ModelConfig, adapter: Path | None = None, merge: bool = False
 ) -> PreTrainedModel:
-    """Causal LM in the configured dtype on device(); optionally with a LoRA adapter, merged into the weights."""
+    """Causal LM in the configured dtype on device(); optionally with a LoRA adapter, merged into the
+    weights."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(model_cfg.dtype))
@@ -110,8 +117,12 @@ def load_model(
     return model
 
 
-def load_policy(base_path: str | Path, model_cfg: ModelConfig, sft_adapter: Path | None = None) -> PreTrainedModel:
-    """The RL starting point: the base model with the SFT adapter merged in (a plain model, ready for a new LoRA)."""
+def load_policy(
+    base_path: str | Path, model_cfg: ModelConfig, sft_adapter: Path | None = None
+) -> PreTrainedModel:
+    """The RL starting point: the base model with the SFT adapter merged in (a plain model, ready for a new
+    LoRA).
+    """
     return load_model(base_path, model_cfg, adapter=sft_adapter, merge=True)
 
 
@@ -119,5 +130,11 @@ def lora_config(section: LoraSection):
     """peft LoraConfig for a causal LM from the profile's lora section."""
     from peft import LoraConfig
 
-    return LoraConfig(r=section.r, lora_alpha=section.alpha, lora_dropout=section.dropout,
-                      target_modules=list(section.target_modules), bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=section.r,
+        lora_alpha=section.alpha,
+        lora_dropout=section.dropout,
+        target_modules=list(section.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )

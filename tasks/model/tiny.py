@@ -79,7 +79,8 @@ def build_tiny_base(
     conversations: Iterable[Conversation] | None = None,
     warmup: Warmup = Warmup(),
 ) -> Path:
-    """Build (or reuse) tokenizer + warmed-up model under out_dir; rebuilt only when an input or the recipe changes.
+    """Build (or reuse) tokenizer + warmed-up model under out_dir; rebuilt only when an input or the recipe
+    changes.
 
     conversations is the warm-up corpus: by default the shipped sample conversations when texts is the
     default too, and none (random weights, seconds to build) when a caller brings its own texts.
@@ -87,12 +88,21 @@ def build_tiny_base(
     out_dir = Path(out_dir)
     corpus = [t for t in (list(texts) if texts is not None else sample_texts()) if t and t.strip()]
     if not corpus:
-        raise ValueError("no text to train the tiny tokenizer on; pass texts= or add samples under data/samples/")
+        raise ValueError(
+            "no text to train the tiny tokenizer on; pass texts= or add samples under data/samples/"
+        )
     if conversations is None:
         conversations = sample_conversations() if texts is None else []
     convs = [c for c in conversations if c[0].strip() and c[2].strip()]
-    fingerprint = text_hash(BUILD_VERSION, json.dumps(TINY_ARCH, sort_keys=True), str(seed), str(VOCAB_SIZE),
-                            json.dumps(asdict(warmup), sort_keys=True), json.dumps(convs, ensure_ascii=False), *corpus)
+    fingerprint = text_hash(
+        BUILD_VERSION,
+        json.dumps(TINY_ARCH, sort_keys=True),
+        str(seed),
+        str(VOCAB_SIZE),
+        json.dumps(asdict(warmup), sort_keys=True),
+        json.dumps(convs, ensure_ascii=False),
+        *corpus,
+    )
     if _fingerprint(out_dir) == fingerprint:
         log.info("tiny base at %s is up to date (%s)", out_dir, fingerprint)
         return out_dir
@@ -102,20 +112,34 @@ def build_tiny_base(
     try:
         tokenizer = train_tokenizer(corpus)
         model = build_tiny_model(tokenizer, seed=seed)
-        texts = [render_conversation(tokenizer, q, clip_think(tokenizer, t, warmup.think_tokens), a) for q, t, a in convs]
+        texts = [
+            render_conversation(tokenizer, q, clip_think(tokenizer, t, warmup.think_tokens), a)
+            for q, t, a in convs
+        ]
         trained = warm_up(model, tokenizer, texts, warmup, seed=seed)
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp)
-        write_json(tmp / FINGERPRINT_FILE, {"fingerprint": fingerprint, "texts": len(corpus), "seed": seed,
-                                            "vocab_size": len(tokenizer), "arch": TINY_ARCH, "version": BUILD_VERSION,
-                                            "warmup": {**asdict(warmup), "conversations": len(convs), **trained}})
+        write_json(
+            tmp / FINGERPRINT_FILE,
+            {
+                "fingerprint": fingerprint,
+                "texts": len(corpus),
+                "seed": seed,
+                "vocab_size": len(tokenizer),
+                "arch": TINY_ARCH,
+                "version": BUILD_VERSION,
+                "warmup": {**asdict(warmup), "conversations": len(convs), **trained},
+            },
+        )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    log.info("built tiny base at %s: %d texts, vocab %d, warm-up %s", out_dir, len(corpus), len(tokenizer), trained)
+    log.info(
+        "built tiny base at %s: %d texts, vocab %d, warm-up %s", out_dir, len(corpus), len(tokenizer), trained
+    )
     return out_dir
 
 
@@ -155,7 +179,9 @@ def build_tiny_model(tokenizer, seed: int = 0):
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
     eos = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
-    config = Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=eos[0], **TINY_ARCH)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=eos[0], **TINY_ARCH
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3ForCausalLM(config)
@@ -164,13 +190,18 @@ def build_tiny_model(tokenizer, seed: int = 0):
 
 
 def render_conversation(tokenizer, question: str, think: str, answer: str) -> str:
-    """One conversation as Qwen3's template renders a finished chat (the text SFT trains on, prompt included)."""
-    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": format_assistant(think, answer)}]
+    """One conversation as Qwen3's template renders a finished chat (the text SFT trains on, prompt
+    included)."""
+    messages = [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": format_assistant(think, answer)},
+    ]
     return tokenizer.apply_chat_template(messages, tokenize=False)
 
 
 def clip_think(tokenizer, think: str, max_tokens: int) -> str:
-    """The leading whole sentences of think that fit in max_tokens (at least the first one); 0 keeps it all."""
+    """The leading whole sentences of think that fit in max_tokens (at least the first one); 0 keeps it
+    all."""
     if max_tokens <= 0 or len(tokenizer.encode(think, add_special_tokens=False)) <= max_tokens:
         return think
     sentences = [s for s in _SENTENCE_END.split(think) if s.strip()]
@@ -184,7 +215,8 @@ def clip_think(tokenizer, think: str, max_tokens: int) -> str:
 
 
 def warm_up(model, tokenizer, texts: list[str], recipe: Warmup = Warmup(), seed: int = 0) -> dict[str, Any]:
-    """Train every weight on texts with next-token loss, in place; the same seed and texts give the same weights.
+    """Train every weight on texts with next-token loss, in place; the same seed and texts give the same
+    weights.
 
     Runs on one thread: at this size a second one gains under 10% on an idle machine and loses several
     times over on a busy one, and one thread keeps the arithmetic the same on every machine.
@@ -194,7 +226,9 @@ def warm_up(model, tokenizer, texts: list[str], recipe: Warmup = Warmup(), seed:
     if recipe.steps <= 0 or not texts:
         return {"steps": 0}
     docs = [ids[: recipe.max_tokens] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=recipe.learning_rate, betas=(0.9, 0.95), weight_decay=0.0
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, recipe))
     threads, started, losses = torch.get_num_threads(), time.monotonic(), []
     batches = _batches(docs, recipe.batch_size, torch.Generator().manual_seed(seed))
@@ -214,8 +248,12 @@ def warm_up(model, tokenizer, texts: list[str], recipe: Warmup = Warmup(), seed:
         torch.set_num_threads(threads)
         model.eval()
     tail = losses[-max(1, len(losses) // 20) :]
-    return {"steps": len(losses), "first_loss": round(losses[0], 4), "final_loss": round(sum(tail) / len(tail), 4),
-            "seconds": round(time.monotonic() - started, 1)}
+    return {
+        "steps": len(losses),
+        "first_loss": round(losses[0], 4),
+        "final_loss": round(sum(tail) / len(tail), 4),
+        "seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def _lr_factor(step: int, recipe: Warmup) -> float:
@@ -226,7 +264,9 @@ def _lr_factor(step: int, recipe: Warmup) -> float:
     if step < ramp:
         return (step + 1) / ramp
     progress = min(1.0, (step - ramp) / max(1, recipe.steps - ramp))
-    return recipe.final_lr_fraction + (1 - recipe.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+    return recipe.final_lr_fraction + (1 - recipe.final_lr_fraction) * 0.5 * (
+        1 + math.cos(math.pi * progress)
+    )
 
 
 def _batches(docs: list[list[int]], size: int, generator) -> Iterator[list[list[int]]]:
@@ -355,4 +395,4 @@ QWEN3_CHAT_TEMPLATE = r"""{%- if tools %}
     {%- if enable_thinking is defined and enable_thinking is false %}
         {{- '<think>\n\n</think>\n\n' }}
     {%- endif %}
-{%- endif %}"""
+{%- endif %}"""  # noqa: E501 - verbatim upstream template

@@ -30,13 +30,14 @@ ANSWER_KEYS = ("Response", "answer", "safe_response", "reference_answer")
 Conversation = tuple[str, str, str]  # (question, think, answer)
 
 
-
 def sample_texts(assets_dir: Path = ASSETS.root) -> list[str]:
     """Every string in the shipped samples and red-team prompts (any text under assets_dir as a fallback)."""
     files = sorted(p for p in (assets_dir / "samples").glob("*") if p.is_file())
     files += sorted((assets_dir / "red_team").glob("*.jsonl"))
     if not files:
-        files = sorted(p for p in assets_dir.rglob("*") if p.suffix in {".jsonl", ".json", ".yaml", ".txt", ".md"})
+        files = sorted(
+            p for p in assets_dir.rglob("*") if p.suffix in {".jsonl", ".json", ".yaml", ".txt", ".md"}
+        )
     texts: list[str] = []
     for path in files:
         if path.suffix == ".jsonl":
@@ -62,8 +63,12 @@ def sample_conversations(assets_dir: Path = ASSETS.root) -> list[Conversation]:
     conversations = []
     for path in files:
         for record in _records(path):
-            question, think, answer = (_first_text(record, keys) for keys in (QUESTION_KEYS, THINK_KEYS, ANSWER_KEYS))
-            if "</think>" in answer:  # red-team reference answers (and one sample) carry their reasoning inline
+            question, think, answer = (
+                _first_text(record, keys) for keys in (QUESTION_KEYS, THINK_KEYS, ANSWER_KEYS)
+            )
+            if (
+                "</think>" in answer
+            ):  # red-team reference answers (and one sample) carry their reasoning inline
                 inline, _, answer = answer.partition("</think>")
                 think = "\n\n".join(t for t in (think.strip(), inline.replace("<think>", "").strip()) if t)
             if question.strip() and think.strip() and answer.strip():

@@ -40,13 +40,20 @@ def _field(row: dict[str, Any], column: str | None, name: str, required: bool) -
 def map_fields(row: dict[str, Any], schema: Schema) -> tuple[dict[str, str], str, str]:
     """The raw question/think/answer of a row, or a reason and detail when a field is missing or not text."""
     fields: dict[str, str] = {}
-    for name, column, required in (("question", schema.question, True), ("answer", schema.answer, not schema.red_team),
-                                   ("think", schema.think, False)):
+    for name, column, required in (
+        ("question", schema.question, True),
+        ("answer", schema.answer, not schema.red_team),
+        ("think", schema.think, False),
+    ):
         value, reason = _field(row, column, name, required)
         if reason.startswith("missing"):
             return fields, reason, f"the row has no {column!r} column ({name})"
         if reason:
-            return fields, reason, f"column {column!r} ({name}) holds a {type(row[column]).__name__}, not text"
+            return (
+                fields,
+                reason,
+                f"column {column!r} ({name}) holds a {type(row[column]).__name__}, not text",
+            )
         fields[name] = value
     if any(map(undecodable, fields.values())):
         return fields, "invalid_utf8", "the row holds bytes that are not valid UTF-8"
@@ -54,10 +61,13 @@ def map_fields(row: dict[str, Any], schema: Schema) -> tuple[dict[str, str], str
 
 
 def _bounds(q: str, think: str, answer: str, cfg: DataConfig, red_team: bool) -> tuple[str, str]:
-    """The first length limit the cleaned texts break, as (reason, detail); ('', '') when they keep them all."""
-    for name, n, low, high in (("question", len(q), cfg.min_question_chars, cfg.max_question_chars),
-                               ("answer", len(answer), 0 if red_team else cfg.min_answer_chars, cfg.max_answer_chars),
-                               ("think", len(think), 0, cfg.max_think_chars)):
+    """The first length limit the cleaned texts break, as (reason, detail); ('', '') when they keep them
+    all."""
+    for name, n, low, high in (
+        ("question", len(q), cfg.min_question_chars, cfg.max_question_chars),
+        ("answer", len(answer), 0 if red_team else cfg.min_answer_chars, cfg.max_answer_chars),
+        ("think", len(think), 0, cfg.max_think_chars),
+    ):
         if n < low:
             return f"too_short:{name}", f"{name} has {n} characters, minimum {low}"
         if n > high:
@@ -66,12 +76,25 @@ def _bounds(q: str, think: str, answer: str, cfg: DataConfig, red_team: bool) ->
 
 
 def normalise(fields: dict[str, str], cfg: DataConfig, red_team: bool) -> tuple[dict[str, str], str, str]:
-    """Clean the three texts, move an embedded <think> block out of the answer, and check emptiness and length."""
-    limits = {"question": cfg.max_question_chars, "answer": cfg.max_answer_chars + cfg.max_think_chars, "think": cfg.max_think_chars}
+    """Clean the three texts, move an embedded <think> block out of the answer, and check emptiness and
+    length."""
+    limits = {
+        "question": cfg.max_question_chars,
+        "answer": cfg.max_answer_chars + cfg.max_think_chars,
+        "think": cfg.max_think_chars,
+    }
     for name, value in fields.items():
         if len(value) > _OVERSIZE * limits[name]:
-            return fields, f"too_long:{name}", f"{name} has {len(value)} characters, far above the maximum {limits[name]}"
-    q, think, answer = clean_inline(fields["question"]), clean_block(fields["think"]), clean_block(fields["answer"])
+            return (
+                fields,
+                f"too_long:{name}",
+                f"{name} has {len(value)} characters, far above the maximum {limits[name]}",
+            )
+    q, think, answer = (
+        clean_inline(fields["question"]),
+        clean_block(fields["think"]),
+        clean_block(fields["answer"]),
+    )
     for name, raw, cleaned in (("question", fields["question"], q), ("answer", fields["answer"], answer)):
         if not cleaned and raw.strip():
             return fields, "control_bytes_only", f"{name} holds only control or invisible characters"
@@ -85,7 +108,12 @@ def normalise(fields: dict[str, str], cfg: DataConfig, red_team: bool) -> tuple[
         think = embedded if not think else think if embedded in ("", think) else f"{think}\n\n{embedded}"
     think = _THINK_TAG.sub("", think).strip() if "think>" in think else think
     if not answer and not red_team:
-        return fields, "empty_answer", "answer is empty" + (" once its <think> block is removed" if "think>" in fields["answer"] else "")
+        return (
+            fields,
+            "empty_answer",
+            "answer is empty"
+            + (" once its <think> block is removed" if "think>" in fields["answer"] else ""),
+        )
     reason, detail = _bounds(q, think, answer, cfg, red_team)
     return {"question": q, "think": think, "answer": answer}, reason, detail
 
@@ -101,25 +129,44 @@ def to_processed(rec: RawRecord, schema: Schema, texts: dict[str, str]) -> dict[
         "source": schema.name if schema.red_team else rec.source,
         "lang": detect_lang(texts["question"], texts["answer"]),
         **texts,
-        "risk_level": "low", "safety_categories": [], "safety_concern": None, "split": "", "group": "",
+        "risk_level": "low",
+        "safety_categories": [],
+        "safety_concern": None,
+        "split": "",
+        "group": "",
     }
     if schema.name == "processed":
         raw = rec.row or {}
         if isinstance(raw.get("source"), str) and raw["source"].strip():
             row["source"] = raw["source"].strip()
         cats = raw.get("safety_categories")
-        if raw.get("risk_level") in RISK_LEVELS and isinstance(cats, list) and set(cats) <= set(SAFETY_CATEGORIES):
+        if (
+            raw.get("risk_level") in RISK_LEVELS
+            and isinstance(cats, list)
+            and set(cats) <= set(SAFETY_CATEGORIES)
+        ):
             concern = raw.get("safety_concern")
-            row |= {"risk_level": raw["risk_level"], "safety_categories": list(cats),
-                    "safety_concern": concern if isinstance(concern, str) else None, "labelled": True}
+            row |= {
+                "risk_level": raw["risk_level"],
+                "safety_categories": list(cats),
+                "safety_concern": concern if isinstance(concern, str) else None,
+                "labelled": True,
+            }
     return row
 
 
 def clean_record(rec: RawRecord, cfg: DataConfig) -> tuple[dict[str, Any] | None, str, str]:
     """(processed row, '', '') for a usable record, else (None, reason, detail)."""
     if rec.error:
-        return None, rec.error, {"invalid_json": "line is not valid JSON", "not_an_object": "record is JSON but not an object",
-                                 "wrong_field_count": "CSV record has a different number of fields than the header"}.get(rec.error, rec.error)
+        return (
+            None,
+            rec.error,
+            {
+                "invalid_json": "line is not valid JSON",
+                "not_an_object": "record is JSON but not an object",
+                "wrong_field_count": "CSV record has a different number of fields than the header",
+            }.get(rec.error, rec.error),
+        )
     schema = SCHEMA_BY_NAME[rec.schema]
     fields, reason, detail = map_fields(rec.row or {}, schema)
     if not reason:
@@ -150,13 +197,11 @@ class CleanJob:
             raise ValueError("records that come from no manifest cannot be read by a worker")
         self.records = list(iter_raw_records(self.manifest, self.max_rows_per_source))
         if len(self.records) != self.total:
-            raise ValueError(f"{self.manifest} lists {len(self.records)} records, not {self.total}: it changed meanwhile")
+            raise ValueError(
+                f"{self.manifest} lists {len(self.records)} records, not {self.total}: it changed meanwhile"
+            )
 
     def run(self, chunk: int) -> tuple[list[Outcome], np.ndarray]:
         records = self.records[chunk * self.chunk_rows : (chunk + 1) * self.chunk_rows]  # type: ignore[index]
         outcomes = [clean_record(rec, self.cfg) for rec in records]
         return outcomes, minhash_signatures([near_dup_text(row) for row, _, _ in outcomes if row is not None])
-
-
-
-

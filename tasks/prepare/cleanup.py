@@ -48,8 +48,14 @@ class ReconciliationError(MedsafeError):
 
 
 def quarantine_row(rec: RawRecord, reason: str, detail: str) -> dict[str, Any]:
-    return {"row": rec.row if rec.row is not None else {"raw": rec.raw}, "reason": reason, "detail": detail,
-            "source": rec.source, "source_line": rec.source_line, "stage": STAGE}
+    return {
+        "row": rec.row if rec.row is not None else {"raw": rec.raw},
+        "reason": reason,
+        "detail": detail,
+        "source": rec.source,
+        "source_line": rec.source_line,
+        "stage": STAGE,
+    }
 
 
 # ---- the stage -------------------------------------------------------------------------------
@@ -65,7 +71,12 @@ class CleanResult:
     n_input: int = 0
 
     def summary(self) -> dict[str, Any]:
-        return {"input": self.n_input, "kept": len(self.kept), "quarantined": len(self.quarantined), "reasons": dict(self.counts)}
+        return {
+            "input": self.n_input,
+            "kept": len(self.kept),
+            "quarantined": len(self.quarantined),
+            "reasons": dict(self.counts),
+        }
 
 
 def clean_all(
@@ -101,7 +112,11 @@ def clean_rows(
         n_cleaned += row is not None
         if row is not None and row["id"] in first_by_id:
             first = first_by_id[row["id"]]
-            row, reason, detail = None, "exact_duplicate", f"same question and answer as row {row['id']} ({first.source}:{first.source_line})"
+            row, reason, detail = (
+                None,
+                "exact_duplicate",
+                f"same question and answer as row {row['id']} ({first.source}:{first.source_line})",
+            )
         if row is None:
             result.quarantined.append(quarantine_row(rec, reason, detail))
         else:
@@ -109,12 +124,16 @@ def clean_rows(
             survivors.append((rec, row))
             signed.append(n_cleaned - 1)
     red_team = [SCHEMA_BY_NAME[rec.schema].red_team for rec, _ in survivors]
-    dropped, groups = dedup_near([row for _, row in survivors], red_team, cfg.near_dup_threshold, signatures[signed])
+    dropped, groups = dedup_near(
+        [row for _, row in survivors], red_team, cfg.near_dup_threshold, signatures[signed]
+    )
     for k, ((rec, row), group) in enumerate(zip(survivors, groups, strict=True)):
         if k in dropped:
             i, jac = dropped[k]
             kept_rec, kept_row = survivors[i]
-            detail = f"Jaccard {jac:.2f} with kept row {kept_row['id']} ({kept_rec.source}:{kept_rec.source_line})"
+            detail = (
+                f"Jaccard {jac:.2f} with kept row {kept_row['id']} ({kept_rec.source}:{kept_rec.source_line})"
+            )
             result.quarantined.append(quarantine_row(rec, "near_duplicate", detail))
         else:
             row["group"] = group
@@ -128,7 +147,8 @@ def reconcile(n_input: int, n_kept: int, n_quarantined: int) -> None:
     """Every input row must end in exactly one place."""
     if n_kept + n_quarantined != n_input:
         raise ReconciliationError(
-            f"cleanup read {n_input} rows but kept {n_kept} and quarantined {n_quarantined}: rows were lost or "
+            f"cleanup read {n_input} rows but kept {n_kept} and "
+            f"quarantined {n_quarantined}: rows were lost or "
             "counted twice - this is a bug in tasks/cleanup.py; please report it with the raw manifest"
         )
 
@@ -147,16 +167,20 @@ def cleanup_task(raw_manifest_path: Path, workdir: Workdir, data_cfg: DataConfig
     result = clean_rows(records, data_cfg, clean_all(records, raw_manifest_path, data_cfg))
     expected = expected_rows(raw_manifest_path, data_cfg.max_rows_per_source)
     if result.n_input != expected:
-        raise ReconciliationError(f"{raw_manifest_path} lists {expected} rows but {result.n_input} were read; re-run the download stage")
+        raise ReconciliationError(
+            f"{raw_manifest_path} lists {expected} rows but "
+            f"{result.n_input} were read; re-run the download stage"
+        )
     cleaned = workdir.processed / "cleaned.jsonl"
     quarantine = workdir.quarantine / f"{STAGE}.jsonl"
     write_jsonl(cleaned, result.kept)
     write_jsonl(quarantine, result.quarantined)
-    logger.info("cleanup: %d rows in, %d kept, %d quarantined", result.n_input, len(result.kept), len(result.quarantined))
+    logger.info(
+        "cleanup: %d rows in, %d kept, %d quarantined",
+        result.n_input,
+        len(result.kept),
+        len(result.quarantined),
+    )
     if result.counts:
         logger.warning("quarantined by reason: %s (see %s)", result.counts, quarantine)
     return result.summary() | {"cleaned": str(cleaned), "quarantine": str(quarantine)}
-
-
-
-

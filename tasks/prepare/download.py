@@ -2,7 +2,8 @@
 
 Named sources come from the Hugging Face hub through `datasets.load_dataset`; local files (.json array,
 .jsonl, .csv, .parquet) are copied unchanged. The schema of each file is recognised from its columns.
-`iter_raw_records` (tasks/raw_files.py) reads the copies back and never raises on a bad row: cleanup quarantines it.
+`iter_raw_records` (tasks/raw_files.py) reads the copies back and never raises on a bad row: cleanup
+quarantines it.
 
     download_sources(["medical-o1:zh", "data/my_rows.jsonl"], Workdir.at("runs/a").raw)
 """
@@ -49,7 +50,8 @@ class SourceUnavailable(MedsafeError):
 
 @dataclass(frozen=True)
 class HubSource:
-    """A named source: where it lives on the hub (repo None: nowhere) and the file a person can fetch by hand."""
+    """A named source: where it lives on the hub (repo None: nowhere) and the file a person can fetch by
+    hand."""
 
     spec: str
     name: str
@@ -61,37 +63,82 @@ class HubSource:
 
 
 MEDICAL_O1_REPO = "FreedomIntelligence/medical-o1-reasoning-SFT"
-MEDICAL_O1_FILES = {"en": "medical_o1_sft.json", "zh": "medical_o1_sft_Chinese.json", "en_mix": "medical_o1_sft_mix.json", "zh_mix": "medical_o1_sft_mix_Chinese.json"}
+MEDICAL_O1_FILES = {
+    "en": "medical_o1_sft.json",
+    "zh": "medical_o1_sft_Chinese.json",
+    "en_mix": "medical_o1_sft_mix.json",
+    "zh_mix": "medical_o1_sft_mix_Chinese.json",
+}
 # Published on ModelScope under this id; "delicate-medical-r1:OWNER/NAME" points at another hub copy.
 DELICATE_REPO = "krisfu/delicate_medical_r1_data"
-NAMED_SOURCES = ("medical-o1[:en|zh|en_mix|zh_mix]", "delicate-medical-r1[:HUB_ID]", "medsafetybench", "tiny-samples")
+NAMED_SOURCES = (
+    "medical-o1[:en|zh|en_mix|zh_mix]",
+    "delicate-medical-r1[:HUB_ID]",
+    "medsafetybench",
+    "tiny-samples",
+)
 
 
 def resolve_source(spec: str) -> list[HubSource | Path]:
-    """A source name becomes a HubSource (tiny-samples: the shipped files); anything else must be a local file."""
+    """A source name becomes a HubSource (tiny-samples: the shipped files); anything else must be a local
+    file."""
     name, _, arg = spec.partition(":")
     if name == "medical-o1":
         config = arg or "en"
         if config not in MEDICAL_O1_FILES:
-            raise SourceUnavailable(f"source {spec!r}: medical-o1 has configs {', '.join(MEDICAL_O1_FILES)}, not {config!r}")
+            raise SourceUnavailable(
+                f"source {spec!r}: medical-o1 has configs {', '.join(MEDICAL_O1_FILES)}, not {config!r}"
+            )
         page = f"https://huggingface.co/datasets/{MEDICAL_O1_REPO}"
-        return [HubSource(spec, f"medical-o1-{config}", "medical-o1", MEDICAL_O1_REPO, config, MEDICAL_O1_FILES[config], page)]
+        return [
+            HubSource(
+                spec,
+                f"medical-o1-{config}",
+                "medical-o1",
+                MEDICAL_O1_REPO,
+                config,
+                MEDICAL_O1_FILES[config],
+                page,
+            )
+        ]
     if name == "delicate-medical-r1":
         repo = arg or DELICATE_REPO
-        page = f"https://modelscope.cn/datasets/{DELICATE_REPO}" if repo == DELICATE_REPO else f"https://huggingface.co/datasets/{repo}"
-        return [HubSource(spec, "delicate-medical-r1", "delicate-medical-r1", repo, None, "delicate_medical_r1_data.jsonl", page)]
+        page = (
+            f"https://modelscope.cn/datasets/{DELICATE_REPO}"
+            if repo == DELICATE_REPO
+            else f"https://huggingface.co/datasets/{repo}"
+        )
+        return [
+            HubSource(
+                spec,
+                "delicate-medical-r1",
+                "delicate-medical-r1",
+                repo,
+                None,
+                "delicate_medical_r1_data.jsonl",
+                page,
+            )
+        ]
     if spec == "medsafetybench":
-        page = "https://github.com/AI4LIFE-GROUP/med-safety-bench (datasets/, saved as CSV with columns harmful_medical_request, safe_response)"
+        page = (
+            "https://github.com/AI4LIFE-GROUP/med-safety-bench (datasets/, "
+            "saved as CSV with columns harmful_medical_request, safe_response)"
+        )
         return [HubSource(spec, "medsafetybench", "medsafetybench", None, None, "medsafetybench.csv", page)]
     if spec == "tiny-samples":
         files = sorted(p for p in (ASSETS_DIR / "samples").glob("*") if p.suffix in LOCAL_FORMATS)
         if not files:
-            raise SourceUnavailable(f"source 'tiny-samples': no sample files under {ASSETS_DIR / 'samples'}; reinstall the project or set MEDSAFE_ASSETS")
+            raise SourceUnavailable(
+                "source 'tiny-samples': no sample files under "
+                f"{ASSETS_DIR / 'samples'}; reinstall the project or set MEDSAFE_ASSETS"
+            )
         return list(files)
     path = Path(spec).expanduser()
     if path.is_file():
         if path.suffix.lower() not in LOCAL_FORMATS:
-            raise SourceFormatError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(LOCAL_FORMATS)}")
+            raise SourceFormatError(
+                f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(LOCAL_FORMATS)}"
+            )
         return [path]
     raise SourceUnavailable(
         f"source {spec!r} is neither a known name ({', '.join(NAMED_SOURCES)}) nor an existing file; "
@@ -100,7 +147,9 @@ def resolve_source(spec: str) -> list[HubSource | Path]:
 
 
 def source_inputs(sources: list[str]) -> list[str | Path]:
-    """Sources as task inputs: local files (and the samples folder) as Path, so editing them invalidates the cache."""
+    """Sources as task inputs: local files (and the samples folder) as Path, so editing them invalidates the
+    cache.
+    """
     out: list[str | Path] = []
     for spec in sources:
         path = Path(spec).expanduser()
@@ -123,12 +172,15 @@ def hub_offline() -> bool:
 
 
 def hub_unreachable(endpoint: str, timeout_s: float = 3.0) -> str | None:
-    """Why the hub cannot be reached, or None; a 3-second TCP probe instead of the libraries' minute of retries."""
+    """Why the hub cannot be reached, or None; a 3-second TCP probe instead of the libraries' minute of
+    retries."""
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return None  # behind a proxy a direct probe says nothing
     url = urlparse(endpoint)
     try:
-        with socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), timeout=timeout_s):
+        with socket.create_connection(
+            (url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), timeout=timeout_s
+        ):
             return None
     except OSError as exc:
         return f"the hub at {endpoint} cannot be reached ({exc.strerror or exc})"
@@ -150,11 +202,16 @@ def _forced_offline(on: bool) -> Iterator[None]:
 
 
 def unavailable(src: HubSource, raw_dir: Path, why: str) -> SourceUnavailable:
-    where = f"Hugging Face dataset {src.repo}" + (f", config {src.config}" if src.config else "") if src.repo else "not on the Hugging Face hub"
+    where = (
+        f"Hugging Face dataset {src.repo}" + (f", config {src.config}" if src.config else "")
+        if src.repo
+        else "not on the Hugging Face hub"
+    )
     return SourceUnavailable(
         f"source '{src.spec}' ({where}) is not available: {why}. "
         f"Download {src.manual_file} from {src.page}, then either put it at {raw_dir / src.manual_file} "
-        f"or pass it with --source /path/to/{src.manual_file}. To run on the shipped samples instead: --source tiny-samples"
+        f"or pass it with --source /path/to/{src.manual_file}. To "
+        "run on the shipped samples instead: --source tiny-samples"
     )
 
 
@@ -210,12 +267,26 @@ def _unique_name(base: str, taken: set[str]) -> str:
     return name
 
 
-def _entry(spec: str, name: str, origin: str, path: Path, file: str, columns: list[str] | None = None) -> dict[str, Any]:
-    """The manifest entry of one raw file; `path` is read (the user's file, so errors name it), `file` is its copy."""
+def _entry(
+    spec: str, name: str, origin: str, path: Path, file: str, columns: list[str] | None = None
+) -> dict[str, Any]:
+    """The manifest entry of one raw file; `path` is read (the user's file, so errors name it), `file` is its
+    copy.
+    """
     fmt, rows, seen = inspect_file(path)
     schema = recognise(path, columns or seen)
-    return {"name": name, "spec": spec, "origin": origin, "file": file, "format": fmt, "schema": schema.name,
-            "red_team": schema.red_team, "rows": rows, "sha256": sha256_of(path), "columns": columns or seen}
+    return {
+        "name": name,
+        "spec": spec,
+        "origin": origin,
+        "file": file,
+        "format": fmt,
+        "schema": schema.name,
+        "red_team": schema.red_team,
+        "rows": rows,
+        "sha256": sha256_of(path),
+        "columns": columns or seen,
+    }
 
 
 def _reusable(previous: dict[str, dict[str, Any]], spec: str, raw_dir: Path) -> dict[str, Any] | None:
@@ -242,7 +313,9 @@ def download_sources(sources: list[str | Path], raw_dir: Path) -> Path:
                 taken.add(old["name"])
                 entries.append(old)
             elif isinstance(item, HubSource) and (manual := manual_copy(item, raw_dir)):
-                entries.append(_entry(spec, _unique_name(item.name, taken), f"file:{manual}", manual, manual.name))
+                entries.append(
+                    _entry(spec, _unique_name(item.name, taken), f"file:{manual}", manual, manual.name)
+                )
             elif isinstance(item, HubSource):
                 path, columns = fetch_hub(item, raw_dir)
                 origin = f"hub:{item.repo}" + (f"/{item.config}" if item.config else "")
@@ -252,7 +325,12 @@ def download_sources(sources: list[str | Path], raw_dir: Path) -> Path:
                 dest = raw_dir / f"{name}{item.suffix.lower()}"
                 entries.append(_entry(spec, name, f"file:{item.resolve()}", item, dest.name))
                 copy_file(item, dest)
-            log.info("source %s: %d rows (%s schema)", entries[-1]["name"], entries[-1]["rows"], entries[-1]["schema"])
+            log.info(
+                "source %s: %d rows (%s schema)",
+                entries[-1]["name"],
+                entries[-1]["rows"],
+                entries[-1]["schema"],
+            )
     write_json(manifest_path, {"version": 1, "sources": entries})
     return manifest_path
 
@@ -265,9 +343,8 @@ def download_task(sources: list[str | Path], workdir: Workdir, data_cfg: DataCon
     entries = read_manifest(manifest)
     for e in entries:
         logger.info("raw %s: %d rows, schema %s, from %s", e["file"], e["rows"], e["schema"], e["origin"])
-    return {"manifest": str(manifest), "rows": sum(e["rows"] for e in entries),
-            "sources": {e["name"]: {"rows": e["rows"], "schema": e["schema"]} for e in entries}}
-
-
-
-
+    return {
+        "manifest": str(manifest),
+        "rows": sum(e["rows"] for e in entries),
+        "sources": {e["name"]: {"rows": e["rows"], "schema": e["schema"]} for e in entries},
+    }

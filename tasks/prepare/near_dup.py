@@ -26,7 +26,8 @@ _PERM_B = _RNG.integers(0, 2**32, NUM_PERM, dtype=np.uint64).astype(np.uint32)
 
 
 def shingle_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """32-bit hashes of every SHINGLE-character window of every text, concatenated, and each text's first index."""
+    """32-bit hashes of every SHINGLE-character window of every text, concatenated, and each text's first
+    index."""
     padded = [t if len(t) >= SHINGLE else t.ljust(SHINGLE, "\x01") for t in texts]
     lens = np.fromiter(map(len, padded), dtype=np.int64, count=len(padded))
     codes = np.frombuffer("\x00".join(padded).encode("utf-32-le"), dtype=np.uint32)
@@ -75,7 +76,8 @@ def minhash_signatures(texts: list[str]) -> np.ndarray:
 
 
 def lsh_pairs(sigs: np.ndarray, bands: int = BANDS, max_bucket: int = 32) -> np.ndarray:
-    """Candidate pairs (i < j) that share a band; a bucket above max_bucket rows links as a star plus a chain."""
+    """Candidate pairs (i < j) that share a band; a bucket above max_bucket rows links as a star plus a
+    chain."""
     n, r = sigs.shape[0], sigs.shape[1] // bands
     found: list[np.ndarray] = []
     wide = sigs.astype(np.uint64)
@@ -116,7 +118,9 @@ def _distinct(values: np.ndarray) -> np.ndarray:
 
 
 def shingle_sets(texts: list[str]) -> list[np.ndarray]:
-    """Each text's distinct shingle hashes, sorted: one sort of (text, hash) keys for the whole batch, not one per text."""
+    """Each text's distinct shingle hashes, sorted: one sort of (text, hash) keys for the whole batch, not one
+    per text.
+    """
     h, offsets = shingle_hashes(texts)
     text_of = np.repeat(np.arange(len(texts), dtype=np.uint64), np.diff(offsets, append=h.size))
     keys = _distinct(text_of << np.uint64(32) | h)
@@ -126,18 +130,23 @@ def shingle_sets(texts: list[str]) -> list[np.ndarray]:
 
 
 def _n_common(a: np.ndarray, b: np.ndarray) -> int:
-    """How many values two sorted arrays of distinct values share: a stable sort of the two runs is a linear merge."""
+    """How many values two sorted arrays of distinct values share: a stable sort of the two runs is a linear
+    merge.
+    """
     merged = np.concatenate((a, b))
     merged.sort(kind="stable")
     return int(np.count_nonzero(merged[1:] == merged[:-1]))
 
 
 def exact_jaccard(texts: list[str], pairs: np.ndarray) -> np.ndarray:
-    """Jaccard similarity of the shingle sets of each pair (32-bit shingle hashes: collisions are negligible)."""
+    """Jaccard similarity of the shingle sets of each pair (32-bit shingle hashes: collisions are
+    negligible)."""
     members = _distinct(pairs.ravel()).tolist()
     sets: dict[int, np.ndarray] = {}
     for start, end in _chunks([texts[i] for i in members]):
-        sets.update(zip(members[start:end], shingle_sets([texts[i] for i in members[start:end]]), strict=True))
+        sets.update(
+            zip(members[start:end], shingle_sets([texts[i] for i in members[start:end]]), strict=True)
+        )
     out = np.empty(len(pairs))
     for n, (i, j) in enumerate(pairs.tolist()):
         both = _n_common(sets[i], sets[j])
@@ -193,10 +202,12 @@ def near_dup_text(row: dict[str, Any]) -> str:
 def dedup_near(
     rows: list[dict[str, Any]], red_team: list[bool], threshold: float, signatures: np.ndarray | None = None
 ) -> tuple[dict[int, tuple[int, float]], list[str]]:
-    """Near duplicates {index: (kept index, Jaccard)} and every row's group id (kept rows only are meaningful);
+    """Near duplicates {index: (kept index, Jaccard)} and every row's group id (kept rows only are
+    meaningful);
     `signatures`: the rows' minhash_signatures of near_dup_text, when they were computed already.
 
-    A red-team prompt is never dropped as a copy of a training row (or the reverse); they share a group instead.
+    A red-team prompt is never dropped as a copy of a training row (or the reverse); they share a group
+    instead.
     """
     texts = [near_dup_text(r) for r in rows]
     clusters = _Clusters(list(range(len(rows))))
@@ -217,7 +228,3 @@ def dedup_near(
             first_kept.setdefault(root, i)
     groups = [rows[first_kept.get(root, i)]["id"] for i, root in enumerate(roots)]
     return dropped, groups
-
-
-
-

@@ -25,7 +25,9 @@ _SNIFF_ROWS = 1000  # rows whose keys decide a file's schema
 
 @dataclass(frozen=True)
 class Schema:
-    """One upstream layout: which columns hold question, think and answer; `required` (+ one of `any_of`) identify it."""
+    """One upstream layout: which columns hold question, think and answer; `required` (+ one of `any_of`)
+    identify it.
+    """
 
     name: str
     question: str
@@ -45,8 +47,22 @@ class Schema:
 # Order matters: the first schema whose columns are present wins.
 SCHEMAS: tuple[Schema, ...] = (
     Schema("medical-o1", "Question", "Response", "Complex_CoT", frozenset({"Question", "Response"})),
-    Schema("medsafetybench", "harmful_medical_request", "safe_response", None, frozenset({"harmful_medical_request"}), red_team=True),
-    Schema("delicate-medical-r1", "question", "answer", "think", frozenset({"question", "answer", "think"}), frozenset({"metrics", "instruction"})),
+    Schema(
+        "medsafetybench",
+        "harmful_medical_request",
+        "safe_response",
+        None,
+        frozenset({"harmful_medical_request"}),
+        red_team=True,
+    ),
+    Schema(
+        "delicate-medical-r1",
+        "question",
+        "answer",
+        "think",
+        frozenset({"question", "answer", "think"}),
+        frozenset({"metrics", "instruction"}),
+    ),
     Schema("processed", "question", "answer", "think", frozenset({"question", "answer"})),
     Schema("alpaca", "input", "output", None, frozenset({"instruction", "input", "output"})),
 )
@@ -78,8 +94,10 @@ def _load_json_array(path: Path) -> list[Any]:
             data = json.load(fh)
     except json.JSONDecodeError as exc:
         raise SourceFormatError(
-            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); a .json source must hold one "
-            "JSON array of objects - fix the file, or save one object per line as .jsonl so bad lines are quarantined"
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno}); a .json source must hold one "
+            "JSON array of objects - fix the file, or save one "
+            "object per line as .jsonl so bad lines are quarantined"
         ) from None
     if not isinstance(data, list):
         raise SourceFormatError(
@@ -89,7 +107,8 @@ def _load_json_array(path: Path) -> list[Any]:
 
 
 def iter_file_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any] | None, str, str]]:
-    """Yield (line or index, row or None, reason, raw text) for every record; reason is '' for a readable object."""
+    """Yield (line or index, row or None, reason, raw text) for every record; reason is '' for a readable
+    object."""
     if fmt == "jsonl":
         for line_no, item in iter_jsonl(path, strict=False):
             if isinstance(item, dict):
@@ -214,7 +233,3 @@ def iter_raw_records(manifest_path: Path, max_rows_per_source: int | None = None
             if max_rows_per_source is not None and n > max_rows_per_source:
                 break
             yield RawRecord(entry["name"], entry["schema"], line, row, reason, raw)
-
-
-
-

@@ -50,7 +50,8 @@ def wanted_train_counts(rest: int, share: float) -> tuple[int, int]:
 
 
 def plan_train_counts(n_high: int, n_general: int, rest: int, share: float) -> tuple[int, int]:
-    """How many critical+high and general train rows to take for `rest` slots at `share`, keeping the ratio."""
+    """How many critical+high and general train rows to take for `rest` slots at `share`, keeping the
+    ratio."""
     want_high, want_general = wanted_train_counts(rest, share)
     high, general = min(want_high, n_high), min(want_general, n_general)
     # whichever pool is short sets the size of the other; rounding (guarded against float error) always
@@ -106,7 +107,8 @@ def sample_rl_prompts(
     rest = max(0, cfg.target_size - len(fixed))
     if len(fixed) > cfg.target_size:
         report.notes.append(
-            f"red-team and gold prompts ({len(fixed)}) exceed target_size {cfg.target_size}: no train rows sampled"
+            f"red-team and gold prompts ({len(fixed)}) exceed "
+            f"target_size {cfg.target_size}: no train rows sampled"
         )
     pool = _unique_train(train, {p["id"] for p in fixed}, report)
     high_pool = [r for r in pool if r["risk_level"] in HIGH_RISK_LEVELS]
@@ -120,7 +122,8 @@ def sample_rl_prompts(
             "total": rest - n_high - n_general,
         }
         report.notes.append(
-            f"train has {len(high_pool)} critical+high and {len(general_pool)} general rows; wanted {want_high}+{want_general}. "
+            f"train has {len(high_pool)} critical+high and {len(general_pool)} "
+            f"general rows; wanted {want_high}+{want_general}. "
             f"Kept the {cfg.high_risk_share:.0%} high-risk share by taking {n_high}+{n_general}: "
             f"{report.shortfall['total']} prompts short of target_size {cfg.target_size}, no rows repeated"
         )
@@ -175,7 +178,3 @@ def sample_rl_task(
     for note in report.notes:
         logger.warning(note)
     return summary | {"output": str(workdir.training_prompts), "report": str(report_path)}
-
-
-
-

@@ -106,7 +106,9 @@ def load_safety_red_team(path: Path) -> list[dict[str, Any]]:
 def stratified_take(
     rows: list[dict[str, Any]], n: int, seed: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Take n rows spread over risk levels in proportion (each present level gets one first); return (taken, rest)."""
+    """Take n rows spread over risk levels in proportion (each present level gets one first); return (taken,
+    rest).
+    """
     by_level: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_level[row["risk_level"]].append(row)
@@ -161,7 +163,8 @@ def split_rows(
     gold_n = min(cfg.gold_size, len(result.test) // 2)
     if gold_n < cfg.gold_size:
         result.notes.append(
-            f"gold set capped at {gold_n} rows (asked {cfg.gold_size}): it may take at most half of test ({len(result.test)} rows)"
+            f"gold set capped at {gold_n} rows (asked {cfg.gold_size}): "
+            f"it may take at most half of test ({len(result.test)} rows)"
         )
     gold, result.test = stratified_take(result.test, gold_n, cfg.seed)
     result.gold_set = [{**r, "split": "gold"} for r in gold]
@@ -206,7 +209,3 @@ def split_task(
     for note in result.notes:
         logger.warning(note)
     return summary
-
-
-
-

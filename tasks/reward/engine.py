@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from tasks.reward.teacher import Teacher
 
 
-
-
 _UNIT_RUNS = re.compile(r"[\u4e00-\u9fff]+|[A-Za-z0-9]+")
 
 
@@ -158,16 +156,22 @@ class RewardEngine:
         }
 
     def breakdown_fn(self) -> Callable[[list[str], list[str], list[dict]], list[dict[str, Any]]]:
-        """A plain (questions, responses, metas) -> score rows callable, for the trainers' per-component logs."""
+        """A plain (questions, responses, metas) -> score rows callable, for the trainers' per-component
+        logs."""
 
         def score(questions: list[str], responses: list[str], metas: list[dict]) -> list[dict[str, Any]]:
-            items = [{**m, "question": q, "response": r} for q, r, m in zip(questions, responses, metas, strict=True)]
+            items = [
+                {**m, "question": q, "response": r}
+                for q, r, m in zip(questions, responses, metas, strict=True)
+            ]
             return self.score_batch(items)
 
         return score
 
     def as_reward_fn(self) -> Callable[[list[str], list[str], list[dict]], list[float]]:
-        """A plain (prompts, responses, metas) -> totals callable for the RL trainers; a meta may carry the raw question."""
+        """A plain (prompts, responses, metas) -> totals callable for the RL trainers; a meta may carry the
+        raw question.
+        """
 
         def reward_fn(
             prompts: list[str], responses: list[str], metas: list[dict] | None = None

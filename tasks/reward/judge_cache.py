@@ -42,7 +42,8 @@ class JudgementCache:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS judgements (key TEXT PRIMARY KEY, created_at TEXT NOT NULL, record TEXT NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS judgements (key TEXT PRIMARY "
+            "KEY, created_at TEXT NOT NULL, record TEXT NOT NULL)"
         )
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Judgement]:
@@ -65,7 +66,8 @@ class JudgementCache:
         )
 
     def export_jsonl(self, path: Path) -> int:
-        """Write every judgement to JSONL, oldest first (data/rl/teacher_judgements.jsonl); returns the count."""
+        """Write every judgement to JSONL, oldest first (data/rl/teacher_judgements.jsonl); returns the
+        count."""
         rows = self.conn.execute("SELECT record FROM judgements ORDER BY created_at, key")
         return write_jsonl(path, (json.loads(rec) for (rec,) in rows))
 
@@ -74,7 +76,3 @@ class JudgementCache:
 
     def close(self) -> None:
         self.conn.close()
-
-
-
-

@@ -44,7 +44,8 @@ class SafetyRules:
             self._build(raw)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(
-                f"{source}: safety rules are missing or malformed at {exc}; compare with data/rules/safety_rules.yaml"
+                f"{source}: safety rules are missing or malformed "
+                f"at {exc}; compare with data/rules/safety_rules.yaml"
             ) from exc
 
     @classmethod

@@ -1,4 +1,5 @@
-"""The per-category safety checks behind `score_rules`: prompt contexts, drug advice, diagnosis, emergency, mental health.
+"""The per-category safety checks behind `score_rules`: prompt contexts, drug advice, diagnosis, emergency,
+mental health.
 
 Each check reads the answer clause by clause (word_lists.py), so a warning ("不建议自行购买",
 "do not take it") is never mistaken for advice.
@@ -25,7 +26,9 @@ _DENIAL = re.compile(r"[没不无非]|\bno\b|\bnot\b|n't")
 def prompt_contexts(
     q: ScannedText, cats: set[str], risk_level: str | None, rules: SafetyRules
 ) -> dict[str, bool]:
-    """Which prompt-side situations apply: from the row's labels, and from the question text unless it is a vignette."""
+    """Which prompt-side situations apply: from the row's labels, and from the question text unless it is a
+    vignette.
+    """
     vignette = bool(q.of("vignette"))
     said = (lambda name: False) if vignette else (lambda name: bool(q.of(name)))
     contexts = {name: said(f"ctx.{name}.triggers") for name in rules.contexts}
@@ -172,7 +175,3 @@ def safety_violations(
         ):
             found["mental_health"] = "self-harm signal, no crisis resources"
     return [{"category": c, "evidence": found[c][:160]} for c in SAFETY_CATEGORIES if c in found]
-
-
-
-

@@ -80,7 +80,3 @@ def _summary(
         "mean_total": round(sum(s["total"] for s in scored) / n, 4) if n else None,
         "mean_teacher_score": round(sum(teacher_scores) / len(teacher_scores), 4) if teacher_scores else None,
     }
-
-
-
-

@@ -14,7 +14,7 @@ import logging
 import os
 import random
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -79,7 +79,7 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         try:
-            return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
         except (TypeError, ValueError):
             return None
 
@@ -113,17 +113,20 @@ class Teacher:
     def from_env(
         cls, cfg: TeacherConfig, cache_path: Path, secret_lookup: SecretLookup | None = None
     ) -> Teacher | None:
-        """The teacher when a key is set (DEEPSEEK_API_KEY, else the Prefect Secret block), else None, loudly."""
+        """The teacher when a key is set (DEEPSEEK_API_KEY, else the Prefect Secret block), else None,
+        loudly."""
         if cfg.enabled == "off":
             log.warning(
-                "teacher OFF: disabled by configuration (teacher.enabled=off); reward uses rules only (teacher weight 0)"
+                "teacher OFF: disabled by configuration (teacher.enabled=off); "
+                "reward uses rules only (teacher weight 0)"
             )
             return None
         key = find_api_key(secret_lookup)
         if not key:
             if cfg.enabled == "on":
                 raise TeacherUnavailable(
-                    f"the teacher is required (teacher.enabled=on / --teacher) but {KEY_ENV} is not set; export it or run with --no-teacher"
+                    "the teacher is required (teacher.enabled=on / --teacher) "
+                    f"but {KEY_ENV} is not set; export it or run with --no-teacher"
                 )
             log.warning(OFF_MESSAGE)
             return None
@@ -214,7 +217,8 @@ class Teacher:
         if isinstance(exc, openai.APIStatusError):
             if exc.status_code < 500 and exc.status_code not in (408, 409):
                 raise TeacherUnavailable(
-                    f"the judge refused the request (HTTP {exc.status_code}); check {KEY_ENV}, {URL_ENV} and teacher.model"
+                    f"the judge refused the request (HTTP {exc.status_code}); "
+                    f"check {KEY_ENV}, {URL_ENV} and teacher.model"
                 ) from None
             return f"HTTP {exc.status_code}", None
         if isinstance(exc, openai.APITimeoutError):
@@ -245,7 +249,7 @@ class Teacher:
             critique=parsed.critique.strip()[:1000],
             model=self.cfg.model,
             template_version=self.prompt.version,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
 
     def export_jsonl(self, path: Path) -> int:

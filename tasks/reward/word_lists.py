@@ -1,4 +1,5 @@
-"""Word-list matching for the safety rules: many regex fragments in one Aho-Corasick pass, read clause by clause.
+"""Word-list matching for the safety rules: many regex fragments in one Aho-Corasick pass, read clause by
+clause.
 
 `WordLists` compiles named word lists (zh/en regex fragments) once and finds all their matches in a text;
 `ScannedText` cuts a text into clauses and sentences and answers the questions every rule asks of a
@@ -267,7 +268,3 @@ class ScannedText:
 
     def says(self, span: Span) -> str:
         return self.text[span[0] : span[1]].strip()
-
-
-
-

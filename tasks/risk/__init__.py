@@ -1,1 +1,3 @@
-"""Clinical risk labels for questions: the lexicon, its term matcher, the classifier and the parallel labelling stage."""
+"""Clinical risk labels for questions: the lexicon, its term matcher, the classifier and the parallel
+labelling stage.
+"""

@@ -79,7 +79,8 @@ class RiskClassifier:
         self._templated_kinds = self._concern_keys.intersection(self._group_names)
         self._kind_groups: dict[frozenset[str], tuple[frozenset[str], frozenset[str]]] = {}  # _context_groups
         self._combinations = [(combo, frozenset(combo.requires[0])) for combo in lexicon.combinations]
-        # what a hit of each group gives, outside and inside answer options: (field, value, severity, strength)
+        # what a hit of each group gives, outside and inside answer options: (field, value, severity,
+        # strength)
         self._items = {
             g.name: (_item(g, in_options=False), _item(g, in_options=True)) for g in lexicon.groups
         }
@@ -287,7 +288,3 @@ def trim(label: RiskLabel | None, min_rank: int = SEVERITY_RANK["high"]) -> Risk
         return None
     strong = [e for e in label.evidence if SEVERITY_RANK[e["severity"]] >= min_rank]
     return RiskLabel(label.risk_level, label.safety_categories, label.safety_concern, strong)
-
-
-
-

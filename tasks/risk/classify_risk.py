@@ -71,7 +71,3 @@ def classify_risk_task(
         "classified %d rows (lexicon %s): %s", summary["total"], summary["lexicon_version"], summary["counts"]
     )
     return summary
-
-
-
-

@@ -242,7 +242,3 @@ def _item_prefixes(op: object, av: object, cap: int) -> tuple[set[str], bool]:
         body, whole = _seq_prefixes(list(av[2]), cap)
         return body, whole and av[0] == av[1] == 1
     return {""}, False
-
-
-
-

@@ -88,7 +88,3 @@ def _parsed(path: Path, line_no: int, raw: bytes) -> dict[str, Any]:
     if isinstance(obj, JsonlLineError):
         raise obj
     return obj
-
-
-
-

@@ -274,7 +274,3 @@ def _pattern_prefixes(patterns: list[re.Pattern[str]]) -> tuple[dict[str, tuple[
         for prefix in prefixes or ():
             table.setdefault(prefix, []).append(i)
     return {p: tuple(indices) for p, indices in table.items()}, everywhere
-
-
-
-

@@ -1,5 +1,4 @@
-"""The base-model stage: build the tiny base locally, or find the configured one (local folder or hub).
-"""
+"""The base-model stage: build the tiny base locally, or find the configured one (local folder or hub)."""
 
 from __future__ import annotations
 

@@ -37,7 +37,8 @@ META_KEYS = ("id", "question", "risk_level", "safety_categories", "safety_concer
 
 
 class SafetyReward:
-    """TRL reward function (prompts, completions, **columns) over the project's (questions, responses, metas) callables.
+    """TRL reward function (prompts, completions, **columns) over the project's (questions, responses, metas)
+    callables.
 
     With a breakdown callable the totals come from its rows (one scoring pass) and the rule/teacher means and
     the violation count are logged as GRPO metrics next to TRL's own reward statistics.
@@ -72,11 +73,21 @@ class RewardsLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - TrainerCallback signature
         if not logs or "reward" not in logs:
             return
-        row = {"step": state.global_step, "reward_mean": logs["reward"], "reward_std": logs.get("reward_std"),
-               "rules_mean": logs.get("rules_mean"), "teacher_mean": logs.get("teacher_mean"),
-               "violations": logs.get("violations"), "kl": logs.get("kl"), "kl_coef": self.kl_coef,
-               "entropy": logs.get("entropy"), "policy_loss": logs.get("loss"), "value_loss": None,
-               "clip_frac": logs.get("clip_ratio/region_mean"), "response_len": logs.get("completions/mean_length")}
+        row = {
+            "step": state.global_step,
+            "reward_mean": logs["reward"],
+            "reward_std": logs.get("reward_std"),
+            "rules_mean": logs.get("rules_mean"),
+            "teacher_mean": logs.get("teacher_mean"),
+            "violations": logs.get("violations"),
+            "kl": logs.get("kl"),
+            "kl_coef": self.kl_coef,
+            "entropy": logs.get("entropy"),
+            "policy_loss": logs.get("loss"),
+            "value_loss": None,
+            "clip_frac": logs.get("clip_ratio/region_mean"),
+            "response_len": logs.get("completions/mean_length"),
+        }
         append_row(self.csv_path, {k: ("" if v is None else v) for k, v in row.items() if k in CSV_COLUMNS})
         with self.log_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"step": state.global_step, **logs}, default=str) + "\n")
@@ -86,12 +97,20 @@ def grpo_dataset(rows: list[dict], tokenizer):
     """RL prompt rows as a GRPO dataset: the templated prompt plus the columns the reward reads."""
     from datasets import Dataset
 
-    return Dataset.from_list([
-        {"prompt": build_chat_prompt(tokenizer, r["question"]), "id": str(r.get("id", i)), "question": r["question"],
-         "risk_level": r.get("risk_level"), "safety_categories": list(r.get("safety_categories") or []),
-         "safety_concern": r.get("safety_concern"), "origin": r.get("origin")}
-        for i, r in enumerate(rows)
-    ])
+    return Dataset.from_list(
+        [
+            {
+                "prompt": build_chat_prompt(tokenizer, r["question"]),
+                "id": str(r.get("id", i)),
+                "question": r["question"],
+                "risk_level": r.get("risk_level"),
+                "safety_categories": list(r.get("safety_categories") or []),
+                "safety_concern": r.get("safety_concern"),
+                "origin": r.get("origin"),
+            }
+            for i, r in enumerate(rows)
+        ]
+    )
 
 
 def grpo_args(out_dir: Path, rl_cfg: RLConfig, model_cfg: ModelConfig):
@@ -143,7 +162,9 @@ def train_grpo(
     breakdown_fn: BreakdownFn | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """GRPO LoRA on base (+ merged SFT adapter); writes out_dir/checkpoints/{training.log,rewards.csv} and out_dir/final_model."""
+    """GRPO LoRA on base (+ merged SFT adapter); writes out_dir/checkpoints/{training.log,rewards.csv} and
+    out_dir/final_model.
+    """
     from trl import GRPOTrainer
 
     # Imported here, not at the top: tasks.train.sft imports Prefect, which the GPU benchmark machine lacks.
@@ -165,16 +186,40 @@ def train_grpo(
         callbacks=[RewardsLog(csv_path, log_path, rl_cfg.init_kl_coef)],
     )
     with log_path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"event": "start", "algorithm": "grpo", "prompts": len(rows), "base": str(base_path),
-                             "sft_adapter": str(sft_adapter) if sft_adapter else None}) + "\n")
+        fh.write(
+            json.dumps(
+                {
+                    "event": "start",
+                    "algorithm": "grpo",
+                    "prompts": len(rows),
+                    "base": str(base_path),
+                    "sft_adapter": str(sft_adapter) if sft_adapter else None,
+                }
+            )
+            + "\n"
+        )
     trainer.train()
-    save_merged(trainer.accelerator.unwrap_model(trainer.model), tokenizer, final_dir, final_metadata(
-        "grpo", trainer.state.global_step, len(rows), base_path, sft_adapter, rl_cfg, model_cfg, **(metadata or {})))
+    save_merged(
+        trainer.accelerator.unwrap_model(trainer.model),
+        tokenizer,
+        final_dir,
+        final_metadata(
+            "grpo",
+            trainer.state.global_step,
+            len(rows),
+            base_path,
+            sft_adapter,
+            rl_cfg,
+            model_cfg,
+            **(metadata or {}),
+        ),
+    )
     rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
-    return {"steps": trainer.state.global_step, "final_model": str(final_dir), "rewards_csv": str(csv_path),
-            "training_log": str(log_path), "reward_first": rewards[0] if rewards else None,
-            "reward_last": rewards[-1] if rewards else None}
-
-
-
-
+    return {
+        "steps": trainer.state.global_step,
+        "final_model": str(final_dir),
+        "rewards_csv": str(csv_path),
+        "training_log": str(log_path),
+        "reward_first": rewards[0] if rewards else None,
+        "reward_last": rewards[-1] if rewards else None,
+    }

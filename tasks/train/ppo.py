@@ -68,13 +68,22 @@ def response_mask(response_ids: torch.Tensor, eos_ids: list[int]) -> torch.Tenso
     return ((is_eos.cumsum(1) - is_eos) == 0).float()
 
 
-def forward_response(model, value_head, input_ids, attention_mask, prompt_len: int, temperature: float, entropy=False):
-    """Per-token logprobs (of the temperature-scaled distribution), values and entropy of the response part."""
+def forward_response(
+    model, value_head, input_ids, attention_mask, prompt_len: int, temperature: float, entropy=False
+):
+    """Per-token logprobs (of the temperature-scaled distribution), values and entropy of the response
+    part."""
     # Positions count real tokens only, exactly as generate() numbered them under left padding.
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     response_len = input_ids.shape[1] - prompt_len
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                output_hidden_states=value_head is not None, use_cache=False, logits_to_keep=response_len + 1)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        output_hidden_states=value_head is not None,
+        use_cache=False,
+        logits_to_keep=response_len + 1,
+    )
     logits = out.logits[:, :-1] / temperature  # position t predicts token t + 1
     logprobs = logprobs_from_logits(logits, input_ids[:, prompt_len:])
     values = value_head(out.hidden_states[-1][:, prompt_len - 1 : -1]) if value_head is not None else None
@@ -83,7 +92,8 @@ def forward_response(model, value_head, input_ids, attention_mask, prompt_len: i
 
 @torch.no_grad()
 def sample_rollout(state: TrainState, questions: list[str]) -> Rollout:
-    """Sample one response per question from the policy: full distribution (top_k off), rl temperature/top_p."""
+    """Sample one response per question from the policy: full distribution (top_k off), rl
+    temperature/top_p."""
     tok, cfg, policy = state.tokenizer, state.rl_cfg, state.policy
     chat = [build_chat_prompt(tok, q) for q in questions]
     enc = tok(chat, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -91,12 +101,22 @@ def sample_rollout(state: TrainState, questions: list[str]) -> Rollout:
     enc = {k: v[:, -state.max_prompt_tokens :].to(policy.device) for k, v in enc.items()}
     eos = policy.generation_config.eos_token_id or tok.eos_token_id
     eos_ids = list(eos) if isinstance(eos, (list, tuple)) else [int(eos)]
-    out = policy.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
-                          max_new_tokens=cfg.max_new_tokens, eos_token_id=eos_ids, pad_token_id=tok.pad_token_id)
+    out = policy.generate(
+        **enc,
+        do_sample=True,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=0,
+        max_new_tokens=cfg.max_new_tokens,
+        eos_token_id=eos_ids,
+        pad_token_id=tok.pad_token_id,
+    )
     prompt_len = enc["input_ids"].shape[1]
     mask = response_mask(out[:, prompt_len:], eos_ids)
     lengths = mask.sum(1).long().tolist()
-    responses = [decode_completion(tok, ids[:n]) for ids, n in zip(out[:, prompt_len:].tolist(), lengths, strict=True)]
+    responses = [
+        decode_completion(tok, ids[:n]) for ids, n in zip(out[:, prompt_len:].tolist(), lengths, strict=True)
+    ]
     return Rollout(out, torch.cat([enc["attention_mask"], mask.long()], dim=1), prompt_len, mask, responses)
 
 
@@ -104,25 +124,38 @@ def sample_rollout(state: TrainState, questions: list[str]) -> Rollout:
 def score_rollout(policy, value_head, rollout: Rollout, temperature: float) -> None:
     """Fill in old logprobs, values and entropy (adapter on) and reference logprobs (adapter off)."""
     args = (rollout.input_ids, rollout.attention_mask, rollout.prompt_len, temperature)
-    rollout.logprobs, rollout.values, rollout.entropy = forward_response(policy, value_head, *args, entropy=True)
+    rollout.logprobs, rollout.values, rollout.entropy = forward_response(
+        policy, value_head, *args, entropy=True
+    )
     with policy.disable_adapter():
         rollout.ref_logprobs, _, _ = forward_response(policy, None, *args)
 
 
 def ppo_update(state: TrainState, rollout: Rollout, advantages, returns) -> dict[str, float]:
-    """ppo_epochs passes of clipped updates over shuffled mini-batches; stops once approx KL > 1.5 x target_kl."""
+    """ppo_epochs passes of clipped updates over shuffled mini-batches; stops once approx KL > 1.5 x
+    target_kl."""
     cfg, opt = state.rl_cfg, state.optimizer
     params = [p for group in opt.param_groups for p in group["params"]]
     stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_frac": [], "approx_kl": []}
     for _epoch in range(cfg.ppo_epochs):
         for idx in torch.randperm(rollout.mask.shape[0]).split(cfg.mini_batch_size):
-            logprobs, values, _ = forward_response(state.policy, state.value_head, rollout.input_ids[idx],
-                                                   rollout.attention_mask[idx], rollout.prompt_len, cfg.temperature)
+            logprobs, values, _ = forward_response(
+                state.policy,
+                state.value_head,
+                rollout.input_ids[idx],
+                rollout.attention_mask[idx],
+                rollout.prompt_len,
+                cfg.temperature,
+            )
             mask = rollout.mask[idx]
             pol = clipped_policy_loss(logprobs, rollout.logprobs[idx], advantages[idx], mask, cfg.cliprange)
-            if pol.approx_kl.item() > 1.5 * cfg.target_kl:  # drifted too far from the sampling policy: no step
+            if (
+                pol.approx_kl.item() > 1.5 * cfg.target_kl
+            ):  # drifted too far from the sampling policy: no step
                 return _mean_stats(stats, early_stopped=True)
-            vloss, _ = clipped_value_loss(values, rollout.values[idx], returns[idx], mask, cfg.cliprange_value)
+            vloss, _ = clipped_value_loss(
+                values, rollout.values[idx], returns[idx], mask, cfg.cliprange_value
+            )
             opt.zero_grad(set_to_none=True)
             (pol.loss + cfg.vf_coef * vloss).backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -137,7 +170,9 @@ def _mean_stats(stats: dict[str, list[float]], early_stopped: bool) -> dict[str,
     return out | {"updates": len(stats["policy_loss"]), "early_stopped": early_stopped}
 
 
-def ppo_step(state: TrainState, rows: list[dict], reward_fn: RewardFn | None, breakdown_fn: BreakdownFn | None) -> dict[str, Any]:
+def ppo_step(
+    state: TrainState, rows: list[dict], reward_fn: RewardFn | None, breakdown_fn: BreakdownFn | None
+) -> dict[str, Any]:
     """One PPO step on a batch of prompt rows: sample, score, reward, GAE, update. Returns the log row."""
     cfg = state.rl_cfg
     questions = [row["question"] for row in rows]
@@ -152,18 +187,32 @@ def ppo_step(state: TrainState, rows: list[dict], reward_fn: RewardFn | None, br
     seq_kl = kl.sum(1).mean().item()  # KL(pi || ref) of whole responses, as Ziegler et al. control it
     state.kl_ctl.update(seq_kl, n_steps=len(rows))
     return {
-        "reward_mean": scores.mean().item(), "reward_std": scores.std(unbiased=False).item(),
-        **breakdown_means(breakdown), "kl": seq_kl, "kl_coef": kl_coef,
+        "reward_mean": scores.mean().item(),
+        "reward_std": scores.std(unbiased=False).item(),
+        **breakdown_means(breakdown),
+        "kl": seq_kl,
+        "kl_coef": kl_coef,
         "entropy": masked_mean(rollout.entropy, rollout.mask).item(),
-        "policy_loss": update["policy_loss"], "value_loss": update["value_loss"], "clip_frac": update["clip_frac"],
-        "response_len": rollout.mask.sum(1).mean().item(), "approx_kl": update["approx_kl"],
-        "updates": update["updates"], "sample": rollout.responses[0],
+        "policy_loss": update["policy_loss"],
+        "value_loss": update["value_loss"],
+        "clip_frac": update["clip_frac"],
+        "response_len": rollout.mask.sum(1).mean().item(),
+        "approx_kl": update["approx_kl"],
+        "updates": update["updates"],
+        "sample": rollout.responses[0],
     }
 
 
-def score_responses(questions: list[str], responses: list[str], metas: list[dict], reward_fn: RewardFn | None,
-                    breakdown_fn: BreakdownFn | None) -> tuple[list[dict], torch.Tensor]:
-    """Scores from the breakdown rows' `total` when there is a breakdown callable (one scoring pass), else reward_fn."""
+def score_responses(
+    questions: list[str],
+    responses: list[str],
+    metas: list[dict],
+    reward_fn: RewardFn | None,
+    breakdown_fn: BreakdownFn | None,
+) -> tuple[list[dict], torch.Tensor]:
+    """Scores from the breakdown rows' `total` when there is a breakdown callable (one scoring pass), else
+    reward_fn.
+    """
     breakdown = breakdown_fn(questions, responses, metas) if breakdown_fn else []
     scores = [row["total"] for row in breakdown] if breakdown_fn else reward_fn(questions, responses, metas)
     if len(scores) != len(responses):
@@ -182,7 +231,9 @@ def train_ppo(
     breakdown_fn: BreakdownFn | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train a PPO LoRA on base (+ merged SFT adapter), resuming from out_dir/checkpoints; save out_dir/final_model."""
+    """Train a PPO LoRA on base (+ merged SFT adapter), resuming from out_dir/checkpoints; save
+    out_dir/final_model.
+    """
     if reward_fn is None and breakdown_fn is None:
         raise ValueError("PPO needs a reward_fn or a breakdown_fn (whose rows carry `total`)")
     rows = load_prompts(Path(prompts_path), rl_cfg.prompts)
@@ -193,42 +244,93 @@ def train_ppo(
     state = build_state(Path(base_path), sft_adapter, rl_cfg, model_cfg, checkpoint)
     start = state.step
     if start > total:
-        log.warning("checkpoint step %d is past rl.steps=%d: saving it as the final model without training", start, total)
+        log.warning(
+            "checkpoint step %d is past rl.steps=%d: saving it as the final model without training",
+            start,
+            total,
+        )
     keep_rows(csv_path, upto_step=start)  # steps logged after the last checkpoint are redone
     with file_log(ckpt_dir / "training.log", log):
-        log.info("PPO on %d prompts: steps %d..%d, batch %d, lr %.3g, target KL %.3g, kl_coef %.4g%s", len(rows),
-                 start + 1, total, rl_cfg.batch_size, rl_cfg.learning_rate, rl_cfg.target_kl, state.kl_ctl.value,
-                 f", resumed from {checkpoint}" if checkpoint else "")
+        log.info(
+            "PPO on %d prompts: steps %d..%d, batch %d, lr %.3g, target KL %.3g, kl_coef %.4g%s",
+            len(rows),
+            start + 1,
+            total,
+            rl_cfg.batch_size,
+            rl_cfg.learning_rate,
+            rl_cfg.target_kl,
+            state.kl_ctl.value,
+            f", resumed from {checkpoint}" if checkpoint else "",
+        )
         for step in tqdm(range(start + 1, total + 1), initial=start, total=total, desc="ppo", unit="step"):
             batch = [rows[i] for i in batch_indices(len(rows), rl_cfg.batch_size, step, rl_cfg.seed)]
             row = ppo_step(state, batch, reward_fn, breakdown_fn)
             state.step = step
             append_row(csv_path, {"step": step, **row})
-            log.info("step %d reward %.4f+-%.4f kl %.4f kl_coef %.4g entropy %.3f approx_kl %.4f updates %d len %.1f | %r",
-                     step, row["reward_mean"], row["reward_std"], row["kl"], row["kl_coef"], row["entropy"],
-                     row["approx_kl"], row["updates"], row["response_len"], row["sample"][:80])
+            log.info(
+                "step %d reward %.4f+-%.4f kl %.4f kl_coef %.4g "
+                "entropy %.3f approx_kl %.4f updates %d len %.1f | %r",
+                step,
+                row["reward_mean"],
+                row["reward_std"],
+                row["kl"],
+                row["kl_coef"],
+                row["entropy"],
+                row["approx_kl"],
+                row["updates"],
+                row["response_len"],
+                row["sample"][:80],
+            )
             if step % rl_cfg.save_every == 0 or step == total:
                 save_checkpoint(state, ckpt_dir / f"step-{step}")
         plot_curves(csv_path, ckpt_dir / "curves.png")
-        save_merged(state.policy, state.tokenizer, final_dir, final_metadata(
-            "ppo", total, len(rows), base_path, sft_adapter, rl_cfg, model_cfg, resumed_from_step=start, **(metadata or {})))
+        save_merged(
+            state.policy,
+            state.tokenizer,
+            final_dir,
+            final_metadata(
+                "ppo",
+                total,
+                len(rows),
+                base_path,
+                sft_adapter,
+                rl_cfg,
+                model_cfg,
+                resumed_from_step=start,
+                **(metadata or {}),
+            ),
+        )
     curve = read_rows(csv_path)
-    return {"steps": total, "resumed_from_step": start, "final_model": str(final_dir), "rewards_csv": str(csv_path),
-            "curves_png": str(ckpt_dir / "curves.png"), "reward_first": curve[0]["reward_mean"] if curve else None,
-            "reward_last": curve[-1]["reward_mean"] if curve else None}
+    return {
+        "steps": total,
+        "resumed_from_step": start,
+        "final_model": str(final_dir),
+        "rewards_csv": str(csv_path),
+        "curves_png": str(ckpt_dir / "curves.png"),
+        "reward_first": curve[0]["reward_mean"] if curve else None,
+        "reward_last": curve[-1]["reward_mean"] if curve else None,
+    }
 
 
-def build_state(base_path: Path, sft_adapter: Path | None, rl_cfg: RLConfig, model_cfg: ModelConfig,
-                checkpoint: Path | None) -> TrainState:
-    """Merged SFT model + RL LoRA (fresh and seeded, or the checkpoint's), value head, AdamW, KL controller."""
+def build_state(
+    base_path: Path,
+    sft_adapter: Path | None,
+    rl_cfg: RLConfig,
+    model_cfg: ModelConfig,
+    checkpoint: Path | None,
+) -> TrainState:
+    """Merged SFT model + RL LoRA (fresh and seeded, or the checkpoint's), value head, AdamW, KL
+    controller."""
     from peft import PeftModel, get_peft_model
 
     # Imported here, not at the top: tasks.train.sft imports Prefect, which the GPU benchmark machine lacks.
 
     max_prompt_tokens = model_cfg.max_seq_len - rl_cfg.max_new_tokens
     if max_prompt_tokens < 8 or rl_cfg.temperature <= 0:
-        raise ValueError(f"need model.max_seq_len ({model_cfg.max_seq_len}) > rl.max_new_tokens "
-                         f"({rl_cfg.max_new_tokens}) + 8 and rl.temperature > 0 (got {rl_cfg.temperature})")
+        raise ValueError(
+            f"need model.max_seq_len ({model_cfg.max_seq_len}) > rl.max_new_tokens "
+            f"({rl_cfg.max_new_tokens}) + 8 and rl.temperature > 0 (got {rl_cfg.temperature})"
+        )
     torch.manual_seed(rl_cfg.seed)
     tokenizer = load_tokenizer(base_path)
     model = load_policy(base_path, model_cfg, sft_adapter)

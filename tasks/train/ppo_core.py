@@ -68,7 +68,11 @@ def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
 
 
 def kl_penalty_rewards(
-    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, kl_coef: float
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards: -kl_coef * k1 on every response token, plus the score on the last real one.
 
@@ -118,7 +122,11 @@ class PolicyLoss:
 
 
 def clipped_policy_loss(
-    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cliprange: float
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
 ) -> PolicyLoss:
     """PPO-clip surrogate: mean of max(-A * r, -A * clip(r, 1 - eps, 1 + eps)) with r = pi / pi_old.
 
@@ -137,7 +145,11 @@ def clipped_policy_loss(
 
 
 def clipped_value_loss(
-    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, cliprange_value: float
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange_value: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """0.5 * mean of max((V - R)^2, (clip(V, V_old +- eps) - R)^2); returns (loss, share clipped)."""
     clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
@@ -150,7 +162,8 @@ def clipped_value_loss(
 
 
 class AdaptiveKLController:
-    """Ziegler et al.'s proportional controller: beta *= 1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon."""
+    """Ziegler et al.'s proportional controller: beta *= 1 + clip(KL / target - 1, -0.2, 0.2) * n /
+    horizon."""
 
     def __init__(self, init_kl_coef: float, target: float, horizon: int) -> None:
         if target <= 0 or horizon <= 0:
@@ -183,7 +196,3 @@ class FixedKLController:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.value = float(state["value"])
-
-
-
-

@@ -25,16 +25,26 @@ RESUMABLE_CHANGES = frozenset({"steps", "save_every", "prompts"})
 
 
 def save_checkpoint(state: TrainState, path: Path) -> None:
-    """PPO's LoRA adapter, value head, optimizer, KL controller, step and RNG state; trainer_state.json goes last."""
+    """PPO's LoRA adapter, value head, optimizer, KL controller, step and RNG state; trainer_state.json goes
+    last.
+    """
     path.mkdir(parents=True, exist_ok=True)
     state.policy.save_pretrained(str(path), save_embedding_layers=False)
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"value_head": state.value_head.state_dict(), "optimizer": state.optimizer.state_dict(), "rng": rng},
-               path / "trainer.pt")
-    write_json(path / "trainer_state.json", {"step": state.step, "kl_ctl": state.kl_ctl.state_dict(),
-                                             "rl_config": state.rl_cfg.model_dump(mode="json")})
+    torch.save(
+        {"value_head": state.value_head.state_dict(), "optimizer": state.optimizer.state_dict(), "rng": rng},
+        path / "trainer.pt",
+    )
+    write_json(
+        path / "trainer_state.json",
+        {
+            "step": state.step,
+            "kl_ctl": state.kl_ctl.state_dict(),
+            "rl_config": state.rl_cfg.model_dump(mode="json"),
+        },
+    )
 
 
 def load_checkpoint(state: TrainState, path: Path) -> None:
@@ -49,15 +59,25 @@ def load_checkpoint(state: TrainState, path: Path) -> None:
     state.step = int(meta["step"])
     state.kl_ctl.load_state_dict(meta["kl_ctl"])
     now = state.rl_cfg.model_dump(mode="json")
-    changed = sorted(k for k, v in meta.get("rl_config", now).items() if k not in RESUMABLE_CHANGES and now.get(k) != v)
+    changed = sorted(
+        k for k, v in meta.get("rl_config", now).items() if k not in RESUMABLE_CHANGES and now.get(k) != v
+    )
     if changed:
-        log.warning("resuming %s although rl settings changed since (%s); delete %s to start over",
-                    path, ", ".join(changed), path.parent)
+        log.warning(
+            "resuming %s although rl settings changed since (%s); delete %s to start over",
+            path,
+            ", ".join(changed),
+            path.parent,
+        )
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     """The complete step-N checkpoint with the largest N, or None."""
-    done = [p for p in ckpt_dir.glob("step-*") if re.fullmatch(r"step-\d+", p.name) and (p / "trainer_state.json").is_file()]
+    done = [
+        p
+        for p in ckpt_dir.glob("step-*")
+        if re.fullmatch(r"step-\d+", p.name) and (p / "trainer_state.json").is_file()
+    ]
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 

@@ -1,4 +1,5 @@
-"""The RL stage: build the reward engine (rules ⊕ teacher) and run PPO (ours) or GRPO (TRL's) on the RL prompts.
+"""The RL stage: build the reward engine (rules ⊕ teacher) and run PPO (ours) or GRPO (TRL's) on the RL
+prompts.
 
 The trainers take plain callables; this module owns what they are scored by, so the cache key of the stage
 is data (rules file, reward and teacher settings, whether the teacher is on), never a function object.
@@ -46,20 +47,35 @@ def rl_task(
     engine = build_reward_engine(rules_path, reward_cfg, teacher_cfg, workdir)
     teacher_enabled = engine.teacher is not None
     if not teacher_enabled:
-        logger.warning("teacher OFF for this RL run: reward = rules only (teacher weight 0); recorded in metadata")
+        logger.warning(
+            "teacher OFF for this RL run: reward = rules only (teacher weight 0); recorded in metadata"
+        )
     if rl_cfg.algorithm == "ppo":
         from tasks.train.ppo import train_ppo as train
     else:
         from tasks.train.grpo import train_grpo as train
     try:
         summary = train(
-            prompts_path, base_path, sft_adapter, workdir.rl_checkpoints.parent, rl_cfg, model_cfg,
-            engine.as_reward_fn(), engine.breakdown_fn(), metadata={"teacher_enabled": teacher_enabled},
+            prompts_path,
+            base_path,
+            sft_adapter,
+            workdir.rl_checkpoints.parent,
+            rl_cfg,
+            model_cfg,
+            engine.as_reward_fn(),
+            engine.breakdown_fn(),
+            metadata={"teacher_enabled": teacher_enabled},
         )
     except (OSError, ValueError) as exc:
-        hint = "fix the input named above and re-run" + ("; PPO resumes from its last checkpoint" if rl_cfg.algorithm == "ppo" else "")
+        hint = "fix the input named above and re-run" + (
+            "; PPO resumes from its last checkpoint" if rl_cfg.algorithm == "ppo" else ""
+        )
         raise StageFailed("rl", exc, hint) from exc
     if engine.teacher is not None:
         engine.teacher.cache.export_jsonl(workdir.rl / "teacher_judgements.jsonl")
-    logger.info("%s finished: %s", rl_cfg.algorithm.upper(), {k: summary.get(k) for k in ("steps", "reward_first", "reward_last")})
+    logger.info(
+        "%s finished: %s",
+        rl_cfg.algorithm.upper(),
+        {k: summary.get(k) for k in ("steps", "reward_first", "reward_last")},
+    )
     return {**summary, "algorithm": rl_cfg.algorithm, "teacher_enabled": teacher_enabled}

@@ -1,5 +1,7 @@
-"""The files an RL run reads and writes, shared by PPO and GRPO: prompts in; rewards.csv, training.log, curves.png,
-the merged final model and PPO's step-N checkpoints out. No Prefect here: the GPU benchmark imports this without it.
+"""The files an RL run reads and writes, shared by PPO and GRPO: prompts in; rewards.csv, training.log,
+curves.png,
+the merged final model and PPO's step-N checkpoints out. No Prefect here: the GPU benchmark imports this
+without it.
 
     append_row(ckpt / "rewards.csv", {"step": 1, "reward_mean": 0.4, **breakdown_means(rows)})
     plot_curves(ckpt / "rewards.csv", ckpt / "curves.png")
@@ -29,16 +31,32 @@ RewardFn = Callable[[list[str], list[str], list[dict]], list[float]]
 BreakdownFn = Callable[[list[str], list[str], list[dict]], list[dict]]
 
 
-CSV_COLUMNS = ["step", "reward_mean", "reward_std", "rules_mean", "teacher_mean", "violations", "kl", "kl_coef",
-               "entropy", "policy_loss", "value_loss", "clip_frac", "response_len"]
+CSV_COLUMNS = [
+    "step",
+    "reward_mean",
+    "reward_std",
+    "rules_mean",
+    "teacher_mean",
+    "violations",
+    "kl",
+    "kl_coef",
+    "entropy",
+    "policy_loss",
+    "value_loss",
+    "clip_frac",
+    "response_len",
+]
 
 
 def load_prompts(path: Path, limit: int | None) -> list[dict]:
-    """The RL prompt rows (first `limit` when set); a row without question text is named before any model loads."""
+    """The RL prompt rows (first `limit` when set); a row without question text is named before any model
+    loads."""
     rows = read_jsonl(path)
     for i, row in enumerate(rows, 1):
         if not isinstance(row.get("question"), str) or not row["question"].strip():
-            raise ValueError(f"{path}: row {i} (id {row.get('id')!r}) has no 'question' text; re-run sample_rl_prompts")
+            raise ValueError(
+                f"{path}: row {i} (id {row.get('id')!r}) has no 'question' text; re-run sample_rl_prompts"
+            )
     if not rows:
         raise ValueError(f"{path} holds no RL prompts; re-run sample_rl_prompts")
     return rows[:limit] if limit else rows
@@ -50,9 +68,11 @@ def breakdown_means(breakdown: list[dict]) -> dict[str, float | None]:
         return {"rules_mean": None, "teacher_mean": None, "violations": None}
     rules = [b["rule_score"] for b in breakdown if b.get("rule_score") is not None]
     teacher = [b["teacher_score"] for b in breakdown if b.get("teacher_score") is not None]
-    return {"rules_mean": sum(rules) / len(rules) if rules else None,
-            "teacher_mean": sum(teacher) / len(teacher) if teacher else None,
-            "violations": sum(1 for b in breakdown if b.get("violation", bool(b.get("violations"))))}
+    return {
+        "rules_mean": sum(rules) / len(rules) if rules else None,
+        "teacher_mean": sum(teacher) / len(teacher) if teacher else None,
+        "violations": sum(1 for b in breakdown if b.get("violation", bool(b.get("violations")))),
+    }
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
@@ -71,7 +91,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     with path.open(encoding="utf-8", newline="") as fh:
-        return [{k: (int(v) if k == "step" else float(v) if v else None) for k, v in r.items()} for r in csv.DictReader(fh)]
+        return [
+            {k: (int(v) if k == "step" else float(v) if v else None) for k, v in r.items()}
+            for r in csv.DictReader(fh)
+        ]
 
 
 def keep_rows(path: Path, upto_step: int) -> None:
@@ -97,7 +120,12 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
     mean = [r["reward_mean"] for r in rows]
     std = [r["reward_std"] for r in rows]
     ax_r.plot(steps, mean, label="reward")
-    ax_r.fill_between(steps, [m - s for m, s in zip(mean, std, strict=True)], [m + s for m, s in zip(mean, std, strict=True)], alpha=0.2)
+    ax_r.fill_between(
+        steps,
+        [m - s for m, s in zip(mean, std, strict=True)],
+        [m + s for m, s in zip(mean, std, strict=True)],
+        alpha=0.2,
+    )
     ax_r.set_ylabel("reward")
     ax_k.plot(steps, [r["kl"] for r in rows], label="KL(policy || ref)", color="tab:red")
     ax_k.set_ylabel("KL (nats / response)")
@@ -132,12 +160,28 @@ class file_log:  # noqa: N801 - used like open()
         self.handler.close()
 
 
-def final_metadata(algorithm: str, steps: int, prompts: int, base_path: Path, sft_adapter: Path | None,
-                   rl_cfg: RLConfig, model_cfg: ModelConfig, **extra: Any) -> dict[str, Any]:
-    """metadata.json of a final model: what trained it, on what, with which settings (plus the caller's extras)."""
-    return {"algorithm": algorithm, "steps": steps, "prompts": prompts, "base": str(base_path),
-            "sft_adapter": str(sft_adapter) if sft_adapter else None, "config": rl_cfg.model_dump(mode="json"),
-            "model": model_cfg.model_dump(mode="json"), **extra}
+def final_metadata(
+    algorithm: str,
+    steps: int,
+    prompts: int,
+    base_path: Path,
+    sft_adapter: Path | None,
+    rl_cfg: RLConfig,
+    model_cfg: ModelConfig,
+    **extra: Any,
+) -> dict[str, Any]:
+    """metadata.json of a final model: what trained it, on what, with which settings (plus the caller's
+    extras)."""
+    return {
+        "algorithm": algorithm,
+        "steps": steps,
+        "prompts": prompts,
+        "base": str(base_path),
+        "sft_adapter": str(sft_adapter) if sft_adapter else None,
+        "config": rl_cfg.model_dump(mode="json"),
+        "model": model_cfg.model_dump(mode="json"),
+        **extra,
+    }
 
 
 def save_merged(peft_model, tokenizer, path: Path, metadata: dict[str, Any]) -> None:  # noqa: ANN001 - peft.PeftModel

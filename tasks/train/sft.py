@@ -27,7 +27,9 @@ def sft_task(
     model_cfg: ModelConfig,
     base_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Prefect stage: LoRA SFT into <workdir>/models/lora (base_path: the resolved base model, else resolved here)."""
+    """Prefect stage: LoRA SFT into <workdir>/models/lora (base_path: the resolved base model, else resolved
+    here).
+    """
     logger = get_run_logger()
     base = base_path or Path(resolve_base_model(model_cfg, workdir))
     logger.info("SFT on %s (base %s)", train_path, base)
@@ -35,6 +37,11 @@ def sft_task(
         summary = train_sft(train_path, dev_path, base, workdir.sft_dir, sft_cfg, model_cfg)
     except (OSError, ValueError) as exc:
         raise StageFailed("sft", exc, "fix the input named above and re-run") from exc
-    logger.info("adapter at %s; train loss %s -> %s; eval loss %s", summary["adapter"], summary["first_train_loss"],
-                summary["final_train_loss"], summary["final_eval_loss"])
+    logger.info(
+        "adapter at %s; train loss %s -> %s; eval loss %s",
+        summary["adapter"],
+        summary["first_train_loss"],
+        summary["final_train_loss"],
+        summary["final_eval_loss"],
+    )
     return summary

@@ -1,4 +1,5 @@
-"""LoRA supervised fine-tuning with TRL's SFTTrainer on the processed train split, loss on the assistant turn only.
+"""LoRA supervised fine-tuning with TRL's SFTTrainer on the processed train split, loss on the assistant turn
+only.
 
 Rows become Qwen3 conversations whose assistant turn is `<think>\\n{think}\\n</think>\\n\\n{answer}`.
 With TRL 1.x, `assistant_only_loss=True` on a `messages` dataset masks everything but the assistant
@@ -41,12 +42,18 @@ def loss_mode(tokenizer) -> str:
 
 
 def sft_rows(rows: list[dict[str, Any]], tokenizer, mode: str) -> list[dict[str, Any]]:
-    """Processed rows as TRL examples: `messages` (assistant_only) or `prompt`/`completion` (completion_only)."""
+    """Processed rows as TRL examples: `messages` (assistant_only) or `prompt`/`completion`
+    (completion_only)."""
     examples = []
     for row in rows:
-        messages = format_sft_example(tokenizer, row["question"], row.get("think") or "", row["answer"])["messages"]
-        examples.append({"messages": messages} if mode == "assistant_only"
-                        else {"prompt": messages[:1], "completion": messages[1:]})
+        messages = format_sft_example(tokenizer, row["question"], row.get("think") or "", row["answer"])[
+            "messages"
+        ]
+        examples.append(
+            {"messages": messages}
+            if mode == "assistant_only"
+            else {"prompt": messages[:1], "completion": messages[1:]}
+        )
     return examples
 
 
@@ -97,9 +104,15 @@ def build_trainer(train_rows, dev_rows, base_path, out_dir: Path, sft_cfg: SFTCo
 
 
 def train_sft(
-    train_path: Path, dev_path: Path, base_path: str | Path, out_dir: Path, sft_cfg: SFTConfig, model_cfg: ModelConfig
+    train_path: Path,
+    dev_path: Path,
+    base_path: str | Path,
+    out_dir: Path,
+    sft_cfg: SFTConfig,
+    model_cfg: ModelConfig,
 ) -> dict[str, Any]:
-    """Train a LoRA adapter; write out_dir/final_lora, loss_curve.csv/.png and metadata.json; return a summary."""
+    """Train a LoRA adapter; write out_dir/final_lora, loss_curve.csv/.png and metadata.json; return a
+    summary."""
     train_rows = read_jsonl(train_path)[: sft_cfg.max_train_rows]
     dev_rows = read_jsonl(dev_path) if Path(dev_path).is_file() else []
     if not train_rows:
@@ -128,10 +141,17 @@ def train_sft(
         "final_eval_loss": final_eval,
         "seconds": round(time.time() - started, 1),
     }
-    write_json(out_dir / "metadata.json", {**summary, "sft": sft_cfg.model_dump(), "model": model_cfg.model_dump(),
-                                           "versions": _versions()})
-    log.info("SFT done: %d steps, train loss %s -> %s, eval loss %s", summary["steps"],
-             summary["first_train_loss"], summary["final_train_loss"], final_eval)
+    write_json(
+        out_dir / "metadata.json",
+        {**summary, "sft": sft_cfg.model_dump(), "model": model_cfg.model_dump(), "versions": _versions()},
+    )
+    log.info(
+        "SFT done: %d steps, train loss %s -> %s, eval loss %s",
+        summary["steps"],
+        summary["first_train_loss"],
+        summary["final_train_loss"],
+        final_eval,
+    )
     return summary
 
 
@@ -139,12 +159,16 @@ def loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-step train and eval loss from a Trainer's log history (None where a step has only one of them)."""
     by_step: dict[int, dict[str, Any]] = {}
     for entry in log_history:
-        row = by_step.setdefault(entry.get("step", 0), {"step": entry.get("step", 0), "train_loss": None, "eval_loss": None})
+        row = by_step.setdefault(
+            entry.get("step", 0), {"step": entry.get("step", 0), "train_loss": None, "eval_loss": None}
+        )
         if "loss" in entry:
             row["train_loss"] = entry["loss"]
         if "eval_loss" in entry:
             row["eval_loss"] = entry["eval_loss"]
-    return [r for _, r in sorted(by_step.items()) if r["train_loss"] is not None or r["eval_loss"] is not None]
+    return [
+        r for _, r in sorted(by_step.items()) if r["train_loss"] is not None or r["eval_loss"] is not None
+    ]
 
 
 def write_loss_curve(curve: list[dict[str, Any]], csv_path: Path, png_path: Path) -> None:
@@ -184,5 +208,9 @@ def _versions() -> dict[str, str]:
     import transformers
     import trl
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-            "peft": peft.__version__}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "peft": peft.__version__,
+    }

@@ -189,7 +189,8 @@ class Harness:
 
     @contextmanager
     def client(self):  # noqa: ANN201
-        """A sync Prefect client bound to the test server, whatever this process's own Prefect profile says."""
+        """A sync Prefect client bound to the test server, whatever this process's own Prefect profile
+        says."""
         from prefect.client.orchestration import get_client
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -213,7 +214,8 @@ class Harness:
 
     @staticmethod
     def subflow_runs(client, parent_id) -> dict:  # noqa: ANN001
-        """The sub-flow runs of one flow run, keyed by flow name (medsafe-data, medsafe-train, medsafe-evaluate)."""
+        """The sub-flow runs of one flow run, keyed by flow name (medsafe-data, medsafe-train,
+        medsafe-evaluate)."""
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
         subs = client.read_flow_runs(

@@ -45,7 +45,8 @@ def _require_success(run) -> None:  # noqa: ANN001
 
 
 def _task_runs_of_tree(harness, client, root_id) -> tuple[list, dict]:  # noqa: ANN001
-    """Task runs of a flow run and its sub-flow runs, without the placeholder task runs that stand for sub-flows."""
+    """Task runs of a flow run and its sub-flow runs, without the placeholder task runs that stand for
+    sub-flows."""
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
 
     subs = harness.subflow_runs(client, root_id)
@@ -76,7 +77,8 @@ def test_pipeline_run_and_cache(first_pipeline_run, harness, capsys) -> None:  #
     )
     with capsys.disabled():
         print(
-            f"\nmedsafe run (fast profile): first {run.result.wall_s:.1f} s, second (cached) {second.wall_s:.1f} s"
+            f"\nmedsafe run (fast profile): first {run.result.wall_s:.1f} "
+            f"s, second (cached) {second.wall_s:.1f} s"
         )
     assert second.returncode == 0, f"second medsafe run exited {second.returncode}:\n{second.output[-6000:]}"
 

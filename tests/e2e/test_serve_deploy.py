@@ -1,4 +1,6 @@
-"""Deployments end to end: `medsafe serve` answers `prefect deployment run`; `medsafe deploy` registers for a worker."""
+"""Deployments end to end: `medsafe serve` answers `prefect deployment run`; `medsafe deploy` registers for a
+worker.
+"""
 
 from __future__ import annotations
 
@@ -66,7 +68,8 @@ def test_deployment_triggered_from_cli(harness, tmp_path: Path) -> None:  # noqa
             timeout=600,
         )
         assert result.returncode == 0, (
-            f"`prefect deployment run {DATA_ONLY} --watch` exited {result.returncode}:\n{result.output[-4000:]}"
+            f"`prefect deployment run {DATA_ONLY} --watch` "
+            f"exited {result.returncode}:\n{result.output[-4000:]}"
         )
         _assert_data_run_completed(harness, result.output, deployment.id, served / "data-only")
         assert proc.poll() is None, f"medsafe serve stopped while serving:\n{harness.tail(log)}"

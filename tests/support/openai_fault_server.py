@@ -9,7 +9,8 @@ as a separate process, by benchmarks/bench_teacher.py.
     with FaultServer() as server:
         teacher = Teacher(cfg, cache, api_key="sk-test", base_url=server.base_url)
 
-    python tests/support/openai_fault_server.py --script ok --delay 0.25   # prints its base URL, serves until stdin closes
+    python tests/support/openai_fault_server.py --script ok --delay 0.25   # prints its base URL, serves until
+    stdin closes
 """
 
 from __future__ import annotations

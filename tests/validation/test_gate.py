@@ -86,10 +86,17 @@ def test_gate_fails_and_names_each_failed_expectation(good_case):
 
 
 def test_a_missing_column_is_named(good_case):
-    _edit(good_case.workdir.processed / "dev.jsonl", lambda rows: [{k: v for k, v in r.items() if k != "source"} for r in rows])
-    result = run_quality_gate(good_case.workdir, good_case.gate, good_case.sampling, good_case.data, build_docs=False)
+    _edit(
+        good_case.workdir.processed / "dev.jsonl",
+        lambda rows: [{k: v for k, v in r.items() if k != "source"} for r in rows],
+    )
+    result = run_quality_gate(
+        good_case.workdir, good_case.gate, good_case.sampling, good_case.data, build_docs=False
+    )
     schema = [f for f in result.failed if f.expectation_type == "expect_table_columns_to_match_set"]
-    assert not result.passed and [(f.suite, f.observed) for f in schema] == [("processed_dev", "missing columns: source")]
+    assert not result.passed and [(f.suite, f.observed) for f in schema] == [
+        ("processed_dev", "missing columns: source")
+    ]
 
 
 def test_derived_flags_mark_cross_table_problems(good_case):
@@ -124,7 +131,9 @@ def test_flags_survive_cells_that_are_not_text(good_case):
     _edit(train, lambda rows: rows + [dict(rows[0], id=["not", "text"], group=None)])
     frame = build_frames(load_tables(good_case.workdir))["train"]
     assert frame["id_in_test"].tolist()[-1] == 0 and frame["id_in_test"].dtype == "int64"
-    result = run_quality_gate(good_case.workdir, good_case.gate, good_case.sampling, good_case.data, build_docs=False)
+    result = run_quality_gate(
+        good_case.workdir, good_case.gate, good_case.sampling, good_case.data, build_docs=False
+    )
     failed = {(f.suite, f.expectation_type, f.column): f.observed for f in result.failed}
     assert "['id']" in failed[("processed_train", "expect_column_values_to_be_null", "mistyped_fields")]
     assert "['group']" in failed[("processed_train", "expect_column_values_to_be_null", "missing_fields")]

@@ -30,7 +30,13 @@ def _data_tail(classified: Path, safety: Path, case, gate: GateConfig) -> dict:
     )
     result = quality_gate_task(table_paths(wd), gate, case.sampling, case.data, wd)
     report = data_report_task(
-        table_paths(wd), Path(prompts["report"]), wd.quarantine, Path(result["result_path"]), case.data, case.sampling, wd
+        table_paths(wd),
+        Path(prompts["report"]),
+        wd.quarantine,
+        Path(result["result_path"]),
+        case.data,
+        case.sampling,
+        wd,
     )
     return {"gate": result, "report": report}
 

@@ -41,7 +41,13 @@ def test_code_closure_reaches_lazily_imported_trainers():
         if name not in seen:
             seen.add(name)
             todo.extend(caching._project_imports(caching._module_file(name)))
-    assert {"tasks.train.ppo", "tasks.train.ppo_core", "tasks.train.grpo", "tasks.reward.engine", "tasks.core.config"} <= seen
+    assert {
+        "tasks.train.ppo",
+        "tasks.train.ppo_core",
+        "tasks.train.grpo",
+        "tasks.reward.engine",
+        "tasks.core.config",
+    } <= seen
     assert code_hash("tasks.train.rl") != code_hash("tasks.prepare.split")
 
 

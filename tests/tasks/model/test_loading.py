@@ -15,7 +15,11 @@ from tasks.model.loading import (
     resolve_dtype,
 )
 
-TEXTS = ["发烧三天，咳嗽，需要就医吗？", "Fever for three days with a cough: see a doctor.", "建议多喝水，注意休息。"] * 20
+TEXTS = [
+    "发烧三天，咳嗽，需要就医吗？",
+    "Fever for three days with a cough: see a doctor.",
+    "建议多喝水，注意休息。",
+] * 20
 TINY = ModelConfig(base="tiny", tiny=True, dtype="float32", max_seq_len=256)
 
 
@@ -38,8 +42,12 @@ def test_build_chat_prompt_opens_the_assistant_turn_with_thinking_on(tok_model):
 def test_format_sft_example_puts_reasoning_in_think_tags(tok_model):
     tok, _ = tok_model
     example = format_sft_example(tok, "q?", " because \n", "answer")
-    assert example == {"messages": [{"role": "user", "content": "q?"},
-                                    {"role": "assistant", "content": "<think>\nbecause\n</think>\n\nanswer"}]}
+    assert example == {
+        "messages": [
+            {"role": "user", "content": "q?"},
+            {"role": "assistant", "content": "<think>\nbecause\n</think>\n\nanswer"},
+        ]
+    }
     rendered = tok.apply_chat_template(example["messages"], tokenize=False)
     assert "<|im_start|>assistant\n<think>\nbecause\n</think>\n\nanswer<|im_end|>" in rendered
 
@@ -52,7 +60,9 @@ def test_decode_completion_keeps_think_and_drops_stop_tokens(tok_model):
 
 def test_generate_returns_one_completion_per_prompt_in_order(tok_model):
     tok, model = tok_model
-    prompts = [build_chat_prompt(tok, q) for q in ["a much longer question about a fever and a cough", "hi", "头痛"]]
+    prompts = [
+        build_chat_prompt(tok, q) for q in ["a much longer question about a fever and a cough", "hi", "头痛"]
+    ]
     ids = generate_ids(model, tok, prompts, max_new_tokens=6, temperature=0.0, batch_size=2)
     assert len(ids) == 3 and all(0 < len(row) <= 6 for row in ids)
     alone = generate_ids(model, tok, prompts[1:2], max_new_tokens=6, temperature=0.0, batch_size=1)
@@ -77,7 +87,9 @@ def test_sampling_is_reproducible_with_a_seed_and_leaves_global_rng_alone(tok_mo
 def test_load_model_applies_and_merges_an_adapter(base, tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    peft_model = get_peft_model(load_model(base, TINY), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    peft_model = get_peft_model(
+        load_model(base, TINY), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)
+    )
     peft_model.save_pretrained(tmp_path / "adapter")
     assert isinstance(load_model(base, TINY, adapter=tmp_path / "adapter"), PeftModel)
     merged = load_model(base, TINY, adapter=tmp_path / "adapter", merge=True)
@@ -105,7 +117,9 @@ def test_resolve_tiny_builds_under_the_workdir(tmp_path, monkeypatch):
 
 def test_resolve_prefers_medsafe_base_model_and_local_paths(base, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSAFE_BASE_MODEL", str(base))
-    assert resolve_base_model(ModelConfig(base="Qwen/Qwen3-0.6B"), Workdir.at(tmp_path)) == str(base.resolve())
+    assert resolve_base_model(ModelConfig(base="Qwen/Qwen3-0.6B"), Workdir.at(tmp_path)) == str(
+        base.resolve()
+    )
     monkeypatch.delenv("MEDSAFE_BASE_MODEL")
     with pytest.raises(ModelUnavailable, match="does not exist"):
         resolve_base_model(ModelConfig(base=str(tmp_path / "missing")), Workdir.at(tmp_path))

@@ -18,9 +18,17 @@ TEXTS = [
 ] * 20
 CONVERSATIONS = [
     ("胸痛三小时伴出汗怎么办？", "胸痛伴出汗提示心梗可能。", "患者胸痛三小时，伴有出汗，应立即拨打120。"),
-    ("Chest pain and sweating?", "Possible heart attack.", "Chest pain for three hours with sweating: call emergency services now."),
+    (
+        "Chest pain and sweating?",
+        "Possible heart attack.",
+        "Chest pain for three hours with sweating: call emergency services now.",
+    ),
     ("感冒能吃抗生素吗？", "病毒感染抗生素无效。", "不要自行服用抗生素，请咨询医生。"),
-    ("Antibiotics for a cold?", "Colds are viral.", "Do not take antibiotics for a viral cold; rest and drink fluids."),
+    (
+        "Antibiotics for a cold?",
+        "Colds are viral.",
+        "Do not take antibiotics for a viral cold; rest and drink fluids.",
+    ),
 ]
 QUICK = Warmup(steps=40)  # enough to fit four short conversations; the default recipe takes about a minute
 
@@ -29,8 +37,9 @@ QUICK = Warmup(steps=40)  # enough to fit four short conversations; the default 
 def tiny(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = build_tiny_base(tmp_path_factory.mktemp("base") / "tiny", TEXTS, seed=0, conversations=CONVERSATIONS,
-                           warmup=QUICK)
+    path = build_tiny_base(
+        tmp_path_factory.mktemp("base") / "tiny", TEXTS, seed=0, conversations=CONVERSATIONS, warmup=QUICK
+    )
     return path, AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
 
 
@@ -64,11 +73,15 @@ def test_chat_template_is_qwen3s_and_renders_think(tiny):
     _, tok, _ = tiny
     assert tok.chat_template == QWEN3_CHAT_TEMPLATE == qwen3_chat_template
     user = [{"role": "user", "content": "胸痛怎么办"}]
-    turn = tok.apply_chat_template(user + [{"role": "assistant", "content": "<think>\nr\n</think>\n\na"}], tokenize=False)
+    turn = tok.apply_chat_template(
+        user + [{"role": "assistant", "content": "<think>\nr\n</think>\n\na"}], tokenize=False
+    )
     assert turn.endswith("<|im_start|>assistant\n<think>\nr\n</think>\n\na<|im_end|>\n")
     thinking = tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True, enable_thinking=True)
     assert thinking == "<|im_start|>user\n胸痛怎么办<|im_end|>\n<|im_start|>assistant\n"
-    no_think = tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+    no_think = tok.apply_chat_template(
+        user, tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
     assert no_think.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
@@ -105,7 +118,9 @@ def test_rebuild_is_skipped_for_the_same_inputs_and_done_for_a_new_seed_or_warm_
     build_tiny_base(out, TEXTS, seed=0)
     weights = out / "model.safetensors"
     first = (weights.stat().st_mtime_ns, weights.read_bytes())
-    assert json.loads((out / "medsafe_tiny.json").read_text())["warmup"]["steps"] == 0  # own texts: no warm-up
+    assert (
+        json.loads((out / "medsafe_tiny.json").read_text())["warmup"]["steps"] == 0
+    )  # own texts: no warm-up
     build_tiny_base(out, TEXTS, seed=0)
     assert weights.stat().st_mtime_ns == first[0]
     build_tiny_base(out, TEXTS, seed=1)
@@ -124,7 +139,9 @@ def test_build_without_text_says_what_to_do(tmp_path):
 def test_sample_texts_reads_samples_and_red_team_strings(tmp_path):
     (tmp_path / "samples").mkdir()
     (tmp_path / "red_team").mkdir()
-    (tmp_path / "samples" / "a.jsonl").write_text(json.dumps({"question": "头痛", "meta": {"answer": "休息"}}) + "\nnot json\n")
+    (tmp_path / "samples" / "a.jsonl").write_text(
+        json.dumps({"question": "头痛", "meta": {"answer": "休息"}}) + "\nnot json\n"
+    )
     (tmp_path / "samples" / "c.json").write_text(json.dumps([{"Question": "咳嗽", "Response": "多喝水"}]))
     (tmp_path / "red_team" / "b.jsonl").write_text(json.dumps({"prompt": "overdose?", "tags": ["x"]}) + "\n")
     assert sorted(sample_texts(tmp_path)) == sorted(["头痛", "休息", "咳嗽", "多喝水", "overdose?", "x"])
@@ -133,17 +150,36 @@ def test_sample_texts_reads_samples_and_red_team_strings(tmp_path):
 def test_sample_conversations_reads_every_shipped_schema(tmp_path):
     (tmp_path / "samples").mkdir()
     (tmp_path / "red_team").mkdir()
-    (tmp_path / "samples" / "o1.json").write_text(json.dumps([
-        {"Question": "咳嗽", "Complex_CoT": "多为感冒", "Response": "多喝水"},
-        {"Question": "头晕", "Complex_CoT": "", "Response": "<think>\n可能低血糖\n</think>\n\n吃点糖"},
-        {"Question": "发热", "Complex_CoT": "病毒", "Response": ""},
-    ]))
+    (tmp_path / "samples" / "o1.json").write_text(
+        json.dumps(
+            [
+                {"Question": "咳嗽", "Complex_CoT": "多为感冒", "Response": "多喝水"},
+                {
+                    "Question": "头晕",
+                    "Complex_CoT": "",
+                    "Response": "<think>\n可能低血糖\n</think>\n\n吃点糖",
+                },
+                {"Question": "发热", "Complex_CoT": "病毒", "Response": ""},
+            ]
+        )
+    )
     (tmp_path / "samples" / "r1.jsonl").write_text(
-        json.dumps({"question": "腹痛", "think": "排除阑尾炎", "answer": "就医"}) + "\n{broken\n[1, 2]\n")
-    (tmp_path / "samples" / "bench.csv").write_text("harmful_medical_request,safe_response\nhow to overdose?,I can't help.\n")
+        json.dumps({"question": "腹痛", "think": "排除阑尾炎", "answer": "就医"}) + "\n{broken\n[1, 2]\n"
+    )
+    (tmp_path / "samples" / "bench.csv").write_text(
+        "harmful_medical_request,safe_response\nhow to overdose?,I can't help.\n"
+    )
     (tmp_path / "samples" / "README.md").write_text("# not data")
-    (tmp_path / "red_team" / "rt.jsonl").write_text(json.dumps(
-        {"id": "x", "question": "chest pain?", "reference_answer": "<think>ACS until proven otherwise</think>\nCall 911."}) + "\n")
+    (tmp_path / "red_team" / "rt.jsonl").write_text(
+        json.dumps(
+            {
+                "id": "x",
+                "question": "chest pain?",
+                "reference_answer": "<think>ACS until proven otherwise</think>\nCall 911.",
+            }
+        )
+        + "\n"
+    )
     assert sample_conversations(tmp_path) == [
         ("咳嗽", "多为感冒", "多喝水"),
         ("头晕", "可能低血糖", "吃点糖"),
@@ -169,9 +205,14 @@ def test_default_build_writes_think_blocks_and_domain_words(tmp_path):
     conversations = sample_conversations()[::20]
     mean_loss = sum(conversation_loss(model, tok, c) for c in conversations) / len(conversations)
     assert mean_loss < math.log(len(tok)) - 2.5
-    questions = ["我爸今天早上突然说话不清楚，右手没力气，要紧吗？", "Can I double my blood pressure pill if I forgot yesterday's?",
-                 "孕妇感冒了可以吃什么药？", "My child swallowed some of my iron tablets. What should I do?",
-                 "经常失眠，可以自己买安眠药吃吗？", "What is the first-line treatment for anaphylaxis?"]
+    questions = [
+        "我爸今天早上突然说话不清楚，右手没力气，要紧吗？",
+        "Can I double my blood pressure pill if I forgot yesterday's?",
+        "孕妇感冒了可以吃什么药？",
+        "My child swallowed some of my iron tablets. What should I do?",
+        "经常失眠，可以自己买安眠药吃吗？",
+        "What is the first-line treatment for anaphylaxis?",
+    ]
     # medical-o1 reasoning chains are long, so a think block needs room to close
     responses = generate(model, tok, [build_chat_prompt(tok, q) for q in questions], max_new_tokens=256)
     assert all(r.startswith("<think>") for r in responses)

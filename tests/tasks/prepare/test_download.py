@@ -1,4 +1,5 @@
-"""Download stage: source resolution, schema recognition, raw copies + manifest, robust reading, offline errors."""
+"""Download stage: source resolution, schema recognition, raw copies + manifest, robust reading, offline
+errors."""
 
 from __future__ import annotations
 
@@ -26,7 +27,11 @@ from tasks.prepare.download import (
 )
 from tasks.prepare.raw_files import SourceFormatError, iter_raw_records, read_manifest
 
-O1_ROW = {"Question": "What causes a fever in adults?", "Complex_CoT": "Think about infection.", "Response": "Usually an infection."}
+O1_ROW = {
+    "Question": "What causes a fever in adults?",
+    "Complex_CoT": "Think about infection.",
+    "Response": "Usually an infection.",
+}
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -46,8 +51,15 @@ def test_named_sources_resolve_to_hub_ids_and_files():
     (zh,) = resolve_source("medical-o1:zh")
     (delicate,) = resolve_source("delicate-medical-r1")
     (mirror,) = resolve_source("delicate-medical-r1:someone/copy")
-    assert isinstance(default, HubSource) and default.config == "en" and default.manual_file == "medical_o1_sft.json"
-    assert zh.repo == "FreedomIntelligence/medical-o1-reasoning-SFT" and zh.manual_file == "medical_o1_sft_Chinese.json"
+    assert (
+        isinstance(default, HubSource)
+        and default.config == "en"
+        and default.manual_file == "medical_o1_sft.json"
+    )
+    assert (
+        zh.repo == "FreedomIntelligence/medical-o1-reasoning-SFT"
+        and zh.manual_file == "medical_o1_sft_Chinese.json"
+    )
     assert delicate.repo == "krisfu/delicate_medical_r1_data" and mirror.repo == "someone/copy"
     (msb,) = resolve_source("medsafetybench")
     assert msb.repo is None and msb.schema == "medsafetybench"
@@ -56,7 +68,9 @@ def test_named_sources_resolve_to_hub_ids_and_files():
 def test_unknown_names_and_file_types_get_a_clear_error(tmp_path):
     with pytest.raises(SourceUnavailable, match="en, zh, en_mix, zh_mix"):
         resolve_source("medical-o1:fr")
-    with pytest.raises(SourceUnavailable, match="neither a known name .*medsafetybench.*nor an existing file"):
+    with pytest.raises(
+        SourceUnavailable, match="neither a known name .*medsafetybench.*nor an existing file"
+    ):
         resolve_source(str(tmp_path / "nothing.jsonl"))
     txt = tmp_path / "rows.txt"
     txt.write_text("hello\n")
@@ -66,13 +80,22 @@ def test_unknown_names_and_file_types_get_a_clear_error(tmp_path):
 
 def test_tiny_samples_are_the_shipped_files():
     files = resolve_source("tiny-samples")
-    assert {p.name for p in files} >= {"medical_o1_zh.json", "medical_o1_en.json", "delicate_medical_r1.jsonl", "medsafetybench.csv"}
+    assert {p.name for p in files} >= {
+        "medical_o1_zh.json",
+        "medical_o1_en.json",
+        "delicate_medical_r1.jsonl",
+        "medsafetybench.csv",
+    }
     assert all(p.parent == ASSETS_DIR / "samples" for p in files)
 
 
 def test_source_inputs_pass_files_as_paths_so_the_cache_sees_their_content(tmp_path):
     local = write_lines(tmp_path / "a.jsonl", [json.dumps(O1_ROW)])
-    assert source_inputs([str(local), "tiny-samples", "medical-o1:zh"]) == [local, ASSETS_DIR / "samples", "medical-o1:zh"]
+    assert source_inputs([str(local), "tiny-samples", "medical-o1:zh"]) == [
+        local,
+        ASSETS_DIR / "samples",
+        "medical-o1:zh",
+    ]
 
 
 # ---- local files: recognition, copies, manifest ------------------------------------------------
@@ -82,11 +105,20 @@ def test_local_files_of_every_format_are_recognised_and_copied(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     (src / "o1.json").write_text(json.dumps([O1_ROW, O1_ROW]), encoding="utf-8")
-    write_lines(src / "delicate.jsonl", [json.dumps({"instruction": "i", "question": "q?", "think": "t", "answer": "a", "metrics": {}})])
+    write_lines(
+        src / "delicate.jsonl",
+        [json.dumps({"instruction": "i", "question": "q?", "think": "t", "answer": "a", "metrics": {}})],
+    )
     with (src / "msb.csv").open("w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows([["harmful_medical_request", "safe_response"], ["Give me oxycodone", "I can't help"]])
-    pq.write_table(pa.table({"question": ["q1", "q2", "q3"], "answer": ["a1", "a2", "a3"]}), src / "done.parquet")
-    entries = entries_for(tmp_path, *(src / n for n in ("o1.json", "delicate.jsonl", "msb.csv", "done.parquet")))
+        csv.writer(fh).writerows(
+            [["harmful_medical_request", "safe_response"], ["Give me oxycodone", "I can't help"]]
+        )
+    pq.write_table(
+        pa.table({"question": ["q1", "q2", "q3"], "answer": ["a1", "a2", "a3"]}), src / "done.parquet"
+    )
+    entries = entries_for(
+        tmp_path, *(src / n for n in ("o1.json", "delicate.jsonl", "msb.csv", "done.parquet"))
+    )
     got = {e["name"]: (e["format"], e["schema"], e["rows"], e["red_team"]) for e in entries}
     assert got == {
         "o1": ("json", "medical-o1", 2, False),
@@ -113,7 +145,9 @@ def test_unrecognised_columns_name_the_file_the_columns_and_the_schemas(tmp_path
 def test_an_entirely_broken_json_file_is_one_clear_error(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text('[{"Question": "a", "Response": "b"}, {"Question": ', encoding="utf-8")
-    with pytest.raises(SourceFormatError, match=r"broken.json: not valid JSON .*line 1.*one JSON array of objects"):
+    with pytest.raises(
+        SourceFormatError, match=r"broken.json: not valid JSON .*line 1.*one JSON array of objects"
+    ):
         entries_for(tmp_path, path)
     obj = tmp_path / "object.json"
     obj.write_text(json.dumps({"data": [1, 2]}, indent=2), encoding="utf-8")
@@ -134,12 +168,25 @@ def test_a_json_file_holding_json_lines_is_read_line_by_line(tmp_path):
 
 
 def test_bad_jsonl_lines_become_records_with_their_raw_text(tmp_path):
-    lines = [json.dumps(O1_ROW), '{"Question": "cut off', "", "[1, 2]", '"just a string"', json.dumps({**O1_ROW, "Question": 7})]
+    lines = [
+        json.dumps(O1_ROW),
+        '{"Question": "cut off',
+        "",
+        "[1, 2]",
+        '"just a string"',
+        json.dumps({**O1_ROW, "Question": 7}),
+    ]
     path = write_lines(tmp_path / "mixed.jsonl", lines)
     (entry,) = entries_for(tmp_path, path)
     records = list(iter_raw_records(tmp_path / "raw" / "manifest.json"))
     assert entry["rows"] == len(records) == 5  # the blank line is not a record
-    assert [(r.source_line, r.error) for r in records] == [(1, ""), (2, "invalid_json"), (4, "not_an_object"), (5, "not_an_object"), (6, "")]
+    assert [(r.source_line, r.error) for r in records] == [
+        (1, ""),
+        (2, "invalid_json"),
+        (4, "not_an_object"),
+        (5, "not_an_object"),
+        (6, ""),
+    ]
     assert records[1].row is None and records[1].raw == '{"Question": "cut off'
     assert records[5 - 1].row == {**O1_ROW, "Question": 7}  # wrong types are cleanup's business
     assert {r.source for r in records} == {"mixed"} and {r.schema for r in records} == {"medical-o1"}
@@ -150,19 +197,29 @@ def test_json_array_items_that_are_not_objects_are_records_too(tmp_path):
     path.write_text(json.dumps([O1_ROW, [1], "x", None, O1_ROW]), encoding="utf-8")
     entries_for(tmp_path, path)
     records = list(iter_raw_records(tmp_path / "raw" / "manifest.json"))
-    assert [(r.source_line, r.error, r.raw) for r in records][1:4] == [(2, "not_an_object", "[1]"), (3, "not_an_object", '"x"'), (4, "not_an_object", "null")]
+    assert [(r.source_line, r.error, r.raw) for r in records][1:4] == [
+        (2, "not_an_object", "[1]"),
+        (3, "not_an_object", '"x"'),
+        (4, "not_an_object", "null"),
+    ]
 
 
 def test_csv_records_keep_their_first_line_and_bad_field_counts_are_flagged(tmp_path):
     path = tmp_path / "msb.csv"
     path.write_text(
-        '\ufeffharmful_medical_request,safe_response\n"line one\nline two",ok\n\nonly-one-field\nq,a,extra\n"last?",fine\n',
+        '\ufeffharmful_medical_request,safe_response\n"line one\nline '
+        'two",ok\n\nonly-one-field\nq,a,extra\n"last?",fine\n',
         encoding="utf-8",
     )
     (entry,) = entries_for(tmp_path, path)
     records = list(iter_raw_records(tmp_path / "raw" / "manifest.json"))
     assert entry["rows"] == 4 and entry["columns"] == ["harmful_medical_request", "safe_response"]
-    assert [(r.source_line, r.error) for r in records] == [(2, ""), (5, "wrong_field_count"), (6, "wrong_field_count"), (7, "")]
+    assert [(r.source_line, r.error) for r in records] == [
+        (2, ""),
+        (5, "wrong_field_count"),
+        (6, "wrong_field_count"),
+        (7, ""),
+    ]
     assert records[0].row == {"harmful_medical_request": "line one\nline two", "safe_response": "ok"}
     assert records[2].raw == "q,a,extra"
 
@@ -175,7 +232,9 @@ def test_multi_megabyte_rows_are_read_whole(tmp_path):
         csv.writer(fh).writerows([["harmful_medical_request", "safe_response"], ["q?", big]])
     entries_for(tmp_path, jl, cs)
     records = list(iter_raw_records(tmp_path / "raw" / "manifest.json"))
-    assert [len(r.row["Response"] if r.schema == "medical-o1" else r.row["safe_response"]) for r in records] == [5_000_000, len(O1_ROW["Response"]), 5_000_000]
+    assert [
+        len(r.row["Response"] if r.schema == "medical-o1" else r.row["safe_response"]) for r in records
+    ] == [5_000_000, len(O1_ROW["Response"]), 5_000_000]
 
 
 def test_max_rows_per_source_caps_each_source(tmp_path):
@@ -183,7 +242,12 @@ def test_max_rows_per_source_caps_each_source(tmp_path):
     b = write_lines(tmp_path / "b.jsonl", ["{bad"] + [json.dumps(O1_ROW)] * 4)
     entries_for(tmp_path, a, b)
     records = list(iter_raw_records(tmp_path / "raw" / "manifest.json", max_rows_per_source=2))
-    assert [(r.source, r.source_line, r.error) for r in records] == [("a", 1, ""), ("a", 2, ""), ("b", 1, "invalid_json"), ("b", 2, "")]
+    assert [(r.source, r.source_line, r.error) for r in records] == [
+        ("a", 1, ""),
+        ("a", 2, ""),
+        ("b", 1, "invalid_json"),
+        ("b", 2, ""),
+    ]
 
 
 def test_two_files_with_the_same_name_get_distinct_raw_copies(tmp_path):
@@ -192,7 +256,10 @@ def test_two_files_with_the_same_name_get_distinct_raw_copies(tmp_path):
     one = write_lines(tmp_path / "x" / "rows.jsonl", [json.dumps(O1_ROW)])
     two = write_lines(tmp_path / "y" / "rows.jsonl", [json.dumps(O1_ROW)] * 2)
     entries = entries_for(tmp_path, one, two)
-    assert [(e["name"], e["file"], e["rows"]) for e in entries] == [("rows", "rows.jsonl", 1), ("rows-2", "rows-2.jsonl", 2)]
+    assert [(e["name"], e["file"], e["rows"]) for e in entries] == [
+        ("rows", "rows.jsonl", 1),
+        ("rows-2", "rows-2.jsonl", 2),
+    ]
 
 
 # ---- named sources without the hub ------------------------------------------------------------
@@ -215,11 +282,15 @@ def test_offline_hub_fails_fast_with_one_message_and_no_traceback(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     env.pop("HF_DATASETS_CACHE", None)
     raw = tmp_path / "raw"
-    proc = subprocess.run([sys.executable, "-c", code, str(raw)], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(raw)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 3, proc.stderr
     msg = proc.stdout
     assert "FreedomIntelligence/medical-o1-reasoning-SFT" in msg and "HF_HUB_OFFLINE=1" in msg
-    assert f"put it at {raw / 'medical_o1_sft.json'}" in msg and "--source /path/to/medical_o1_sft.json" in msg
+    assert (
+        f"put it at {raw / 'medical_o1_sft.json'}" in msg and "--source /path/to/medical_o1_sft.json" in msg
+    )
     assert "Traceback" not in proc.stdout + proc.stderr
     assert len(msg.strip().splitlines()) == 1
 
@@ -245,12 +316,18 @@ def test_unreachable_hub_is_reported_without_the_libraries_retries(tmp_path, mon
 
 def test_medsafetybench_must_be_supplied_and_is_picked_up_from_raw(tmp_path):
     raw = tmp_path / "raw"
-    with pytest.raises(SourceUnavailable, match=rf"not on the Hugging Face hub.*put it at {raw / 'medsafetybench.csv'}"):
+    with pytest.raises(
+        SourceUnavailable, match=rf"not on the Hugging Face hub.*put it at {raw / 'medsafetybench.csv'}"
+    ):
         download_sources(["medsafetybench"], raw)
     with (raw / "medsafetybench.csv").open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([["harmful_medical_request", "safe_response"], ["q?", "no"]])
     (entry,) = read_manifest(download_sources(["medsafetybench"], raw))
-    assert (entry["schema"], entry["rows"], entry["origin"]) == ("medsafetybench", 1, f"file:{raw / 'medsafetybench.csv'}")
+    assert (entry["schema"], entry["rows"], entry["origin"]) == (
+        "medsafetybench",
+        1,
+        f"file:{raw / 'medsafetybench.csv'}",
+    )
 
 
 def test_a_hand_downloaded_hub_file_in_raw_replaces_the_hub(tmp_path, monkeypatch):
@@ -267,11 +344,22 @@ def test_an_unchanged_hub_copy_from_an_earlier_run_is_reused_offline(tmp_path, m
     raw = tmp_path / "raw"
     raw.mkdir()
     copy = write_lines(raw / "medical-o1-zh.jsonl", [json.dumps(O1_ROW)])
-    entry = {"name": "medical-o1-zh", "spec": "medical-o1:zh", "origin": "hub:FreedomIntelligence/medical-o1-reasoning-SFT/zh",
-             "file": copy.name, "format": "jsonl", "schema": "medical-o1", "red_team": False, "rows": 1,
-             "sha256": hashlib.sha256(copy.read_bytes()).hexdigest(), "columns": list(O1_ROW)}
+    entry = {
+        "name": "medical-o1-zh",
+        "spec": "medical-o1:zh",
+        "origin": "hub:FreedomIntelligence/medical-o1-reasoning-SFT/zh",
+        "file": copy.name,
+        "format": "jsonl",
+        "schema": "medical-o1",
+        "red_team": False,
+        "rows": 1,
+        "sha256": hashlib.sha256(copy.read_bytes()).hexdigest(),
+        "columns": list(O1_ROW),
+    }
     (raw / "manifest.json").write_text(json.dumps({"version": 1, "sources": [entry]}), encoding="utf-8")
     assert read_manifest(download_sources(["medical-o1:zh"], raw)) == [entry]
-    copy.write_text(json.dumps(O1_ROW) + "\n" + json.dumps(O1_ROW) + "\n", encoding="utf-8")  # edited: not trusted
+    copy.write_text(
+        json.dumps(O1_ROW) + "\n" + json.dumps(O1_ROW) + "\n", encoding="utf-8"
+    )  # edited: not trusted
     with pytest.raises(SourceUnavailable):
         download_sources(["medical-o1:zh"], raw)

@@ -1,4 +1,5 @@
-"""Near duplicates: MinHash signatures, LSH candidates and exact Jaccard, independent of how texts are batched."""
+"""Near duplicates: MinHash signatures, LSH candidates and exact Jaccard, independent of how texts are
+batched."""
 
 from __future__ import annotations
 
@@ -50,11 +51,15 @@ def test_shingle_sets_and_exact_jaccard_match_per_text_sets():
     assert all(np.array_equal(a, b) for a, b in zip(shingle_sets(texts), expected, strict=True))
     pairs = np.array([(i, j) for i in range(0, len(texts), 7) for j in range(i + 1, len(texts), 5)])
     sets = [set(e.tolist()) for e in expected]
-    assert exact_jaccard(texts, pairs).tolist() == [len(sets[i] & sets[j]) / len(sets[i] | sets[j]) for i, j in pairs.tolist()]
+    assert exact_jaccard(texts, pairs).tolist() == [
+        len(sets[i] & sets[j]) / len(sets[i] | sets[j]) for i, j in pairs.tolist()
+    ]
 
 
 def test_lsh_pairs_link_each_bucket_fully_or_as_star_and_chain():
-    sigs = np.random.default_rng(1).integers(0, 3, (400, near_dup.NUM_PERM)).astype(np.uint32)  # small buckets
+    sigs = (
+        np.random.default_rng(1).integers(0, 3, (400, near_dup.NUM_PERM)).astype(np.uint32)
+    )  # small buckets
     sigs[::5] = 0  # and a crowded one in every band
     expected = set()
     for band in np.split(sigs, near_dup.BANDS, axis=1):
@@ -75,5 +80,3 @@ def test_similar_pairs_finds_a_near_copy_among_unrelated_rows():
     found = {(i, j) for i, j, jac in similar_pairs(texts, 0.9)}
     assert (17, 250) in found
     assert all(jac >= 0.9 for _, _, jac in similar_pairs(texts, 0.9))
-
-

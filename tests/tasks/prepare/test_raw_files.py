@@ -43,5 +43,3 @@ def test_raw_records_come_back_in_order_with_their_lines(tmp_path):
     records = list(iter_raw_records(manifest))
     assert [(r.source_line, r.error) for r in records] == [(1, ""), (2, "not_an_object"), (3, "")]
     assert isinstance(records[0], RawRecord) and records[1].raw == "[1]"
-
-

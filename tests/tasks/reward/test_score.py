@@ -21,7 +21,9 @@ ROWS = [
     {
         "id": "safe",
         "question": "我爸突然胸痛出冷汗怎么办？",
-        "response": "<think>胸痛伴冷汗，可能是心梗。</think>这可能是急性心梗，请立即拨打120，不要自己开车去医院。",
+        "response": (
+            "<think>胸痛伴冷汗，可能是心梗。</think>这可能是急性心梗，请立即拨打120，不要自己开车去医院。"
+        ),
         "risk_level": "critical",
         "safety_categories": ["emergency"],
     },
@@ -132,7 +134,8 @@ def test_score_runs_without_torch(tmp_path: Path) -> None:
         "import sys, json; from pathlib import Path\n"
         "from tasks.core.config import RewardConfig, TeacherConfig\n"
         "from tasks.reward.score import score_predictions\n"
-        f"s = score_predictions(Path({str(preds)!r}), Path({str(tmp_path / 'o.jsonl')!r}), reward_cfg=RewardConfig(),"
+        f"s = score_predictions(Path({str(preds)!r}), "
+        f"Path({str(tmp_path / 'o.jsonl')!r}), reward_cfg=RewardConfig(),"
         f" teacher_cfg=TeacherConfig(enabled='auto'), cache_path=Path({str(tmp_path / 'c.sqlite')!r}))\n"
         "print(json.dumps({'rows': s['rows'], 'torch': 'torch' in sys.modules}))\n"
     )

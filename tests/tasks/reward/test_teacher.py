@@ -1,4 +1,5 @@
-"""The teacher against a real local HTTP server that fails on purpose (tests/support/openai_fault_server.py)."""
+"""The teacher against a real local HTTP server that fails on purpose
+(tests/support/openai_fault_server.py)."""
 
 from __future__ import annotations
 
@@ -167,7 +168,10 @@ def test_teacher_enabled_matches_from_env_without_revealing_the_key(
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
     # no key: `auto` is off, `on` stays on (Teacher.from_env then fails loudly), and asking never raises
     assert {m: teacher_enabled(TeacherConfig(enabled=m)) for m in ("auto", "on", "off")} == {
-        "auto": False, "on": True, "off": False}
+        "auto": False,
+        "on": True,
+        "off": False,
+    }
     with pytest.raises(TeacherUnavailable):
         Teacher.from_env(TeacherConfig(enabled="on"), tmp_path / "none.sqlite")
     monkeypatch.setenv("DEEPSEEK_API_KEY", KEY)

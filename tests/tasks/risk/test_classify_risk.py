@@ -49,7 +49,8 @@ CASES = [
     # exam vignettes
     ("患者，男，58岁，突发胸骨后压榨性疼痛2小时，伴大汗，最可能的诊断是", "zh", "critical", "emergency"),
     (
-        "A 62-year-old man presents with crushing chest pain and diaphoresis for 1 hour. What is the most likely diagnosis?",
+        "A 62-year-old man presents with crushing chest pain and "
+        "diaphoresis for 1 hour. What is the most likely diagnosis?",
         "en",
         "critical",
         "emergency",

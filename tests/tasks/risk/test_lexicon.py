@@ -189,11 +189,20 @@ def test_pattern_spans_equal_finditer_on_samples_and_noise() -> None:
     lexicon = load_lexicon(DEFAULT_LEXICON)
     matchers = {lang: TermMatcher(lexicon, lang) for lang in ("zh", "en")}
     rng = random.Random(7)
-    pieces = {"zh": list("吃了一把安眠药血钾6.8剧烈上腹痛嘴角歪无痛性黄疸中风的风险，。"), "en": list("took too many pills k+ 7.2 face droops ")}
-    noise = [("".join(rng.choice(pieces[lang]) for _ in range(rng.randint(0, 60))), lang) for lang in ("zh", "en") for _ in range(400)]
+    pieces = {
+        "zh": list("吃了一把安眠药血钾6.8剧烈上腹痛嘴角歪无痛性黄疸中风的风险，。"),
+        "en": list("took too many pills k+ 7.2 face droops "),
+    }
+    noise = [
+        ("".join(rng.choice(pieces[lang]) for _ in range(rng.randint(0, 60))), lang)
+        for lang in ("zh", "en")
+        for _ in range(400)
+    ]
     for text, lang in _sample_texts() + noise:
         matcher = matchers[lang]
-        expected = [(m.start(), m.end(), r, m.group(0), g) for rx, g, r in matcher.patterns for m in rx.finditer(text)]
+        expected = [
+            (m.start(), m.end(), r, m.group(0), g) for rx, g, r in matcher.patterns for m in rx.finditer(text)
+        ]
         _, starts, _ = matcher._scan(text, matcher.automaton)
         spans = matcher._pattern_spans(text, starts)
         assert [s for s in spans if _word_start(text, s[0], lang)] == [
@@ -208,10 +217,15 @@ def test_negation_precheck_never_hides_a_cue() -> None:
     lexicon = load_lexicon(DEFAULT_LEXICON)
     matchers = {lang: TermMatcher(lexicon, lang) for lang in ("zh", "en")}
     # the 80-character window starts inside "techno" when k == 0: "no" then opens the span as a word
-    edges = [("tech" + "no " + "a" * (25 + k) + " " + "b" * 25 + " " + "c" * 24 + " chest pain; no fever", "en") for k in range(-3, 4)]
+    edges = [
+        ("tech" + "no " + "a" * (25 + k) + " " + "b" * 25 + " " + "c" * 24 + " chest pain; no fever", "en")
+        for k in range(-3, 4)
+    ]
     edges += [("无" * k + "患者无发热，否认胸痛，未见抽搐，没有头痛", "zh") for k in range(12)]
     edges += [("no_fever nofever no-fever (no) fever; denies.pain without", "en")]
-    cases = [(normalize(t, lang), lang, 1) for t, lang in edges] + [(t, lang, 3) for t, lang in _sample_texts()]
+    cases = [(normalize(t, lang), lang, 1) for t, lang in edges] + [
+        (t, lang, 3) for t, lang in _sample_texts()
+    ]
     checked = 0
     for text, lang, step in cases:
         matcher = matchers[lang]
@@ -232,13 +246,22 @@ def test_hits_of_some_groups_are_all_hits_of_those_groups() -> None:
     lexicon = load_lexicon(DEFAULT_LEXICON)
     names = [g.name for g in lexicon.groups]
     rng = random.Random(3)
-    sets = [frozenset([n]) for n in names] + [frozenset(rng.sample(names, k)) for k in (2, 4, 8) for _ in range(5)]
+    sets = [frozenset([n]) for n in names] + [
+        frozenset(rng.sample(names, k)) for k in (2, 4, 8) for _ in range(5)
+    ]
     for lang in ("zh", "en"):
         matcher = TermMatcher(lexicon, lang)
-        pieces = list(matcher.entries) + [t for texts in matcher.pattern_texts if texts for t in sorted(texts)[:10]]
+        pieces = list(matcher.entries) + [
+            t for texts in matcher.pattern_texts if texts for t in sorted(texts)[:10]
+        ]
         filler = list("，。 的了a,.;\n") if lang == "zh" else [" ", ", ", ". ", " the ", "s ", "es "]
-        glued = ["".join(rng.choice(pieces) + rng.choice(filler) for _ in range(rng.randint(1, 8))) for _ in range(300)]
-        texts = [t for t, text_lang in _sample_texts() if text_lang == lang] + [normalize(t, lang) for t in glued]
+        glued = [
+            "".join(rng.choice(pieces) + rng.choice(filler) for _ in range(rng.randint(1, 8)))
+            for _ in range(300)
+        ]
+        texts = [t for t, text_lang in _sample_texts() if text_lang == lang] + [
+            normalize(t, lang) for t in glued
+        ]
         for text in texts:
             full = matcher.hits(text)
             for groups in rng.sample(sets, 4):

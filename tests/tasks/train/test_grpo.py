@@ -12,12 +12,36 @@ from tasks.model.tiny import build_tiny_base
 from tasks.train.grpo import SafetyReward, train_grpo
 from tasks.train.rl_io import CSV_COLUMNS, breakdown_means
 
-QUESTIONS = ["胸痛三小时怎么办？", "Can I take antibiotics for a cold?", "孩子发烧能吃阿司匹林吗？", "I feel hopeless."]
-PROMPTS = [{"id": f"p{i}", "question": q, "risk_level": "high", "safety_categories": ["emergency"] if i == 0 else [],
-            "safety_concern": None, "origin": "train", "copy": 1} for i, q in enumerate(QUESTIONS)]
+QUESTIONS = [
+    "胸痛三小时怎么办？",
+    "Can I take antibiotics for a cold?",
+    "孩子发烧能吃阿司匹林吗？",
+    "I feel hopeless.",
+]
+PROMPTS = [
+    {
+        "id": f"p{i}",
+        "question": q,
+        "risk_level": "high",
+        "safety_categories": ["emergency"] if i == 0 else [],
+        "safety_concern": None,
+        "origin": "train",
+        "copy": 1,
+    }
+    for i, q in enumerate(QUESTIONS)
+]
 MODEL = ModelConfig(base="tiny", tiny=True, dtype="float32", max_seq_len=256)
-RL = RLConfig(algorithm="grpo", batch_size=2, grpo_num_generations=2, max_new_tokens=12, steps=2, save_every=2,
-              learning_rate=1e-3, lora=LoraConfig(r=4, alpha=8, dropout=0.0), seed=0)
+RL = RLConfig(
+    algorithm="grpo",
+    batch_size=2,
+    grpo_num_generations=2,
+    max_new_tokens=12,
+    steps=2,
+    save_every=2,
+    learning_rate=1e-3,
+    lora=LoraConfig(r=4, alpha=8, dropout=0.0),
+    seed=0,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -30,8 +54,15 @@ def think_reward(questions, responses, metas):
 
 
 def rule_breakdown(questions, responses, metas):
-    return [{"total": len(r) / 10, "rule_score": 0.25, "teacher_score": None, "violation": "emergency" in m["safety_categories"]}
-            for r, m in zip(responses, metas, strict=True)]
+    return [
+        {
+            "total": len(r) / 10,
+            "rule_score": 0.25,
+            "teacher_score": None,
+            "violation": "emergency" in m["safety_categories"],
+        }
+        for r, m in zip(responses, metas, strict=True)
+    ]
 
 
 def test_safety_reward_passes_questions_and_row_metadata():
@@ -42,8 +73,15 @@ def test_safety_reward_passes_questions_and_row_metadata():
         return [1, 0]
 
     fn = SafetyReward(reward)
-    out = fn(prompts=["<templated 1>", "<templated 2>"], completions=["a", "b"], completion_ids=[[1], [2]],
-             question=["q1", "q2"], risk_level=["high", "low"], safety_categories=[["emergency"], []], trainer_state=None)
+    out = fn(
+        prompts=["<templated 1>", "<templated 2>"],
+        completions=["a", "b"],
+        completion_ids=[[1], [2]],
+        question=["q1", "q2"],
+        risk_level=["high", "low"],
+        safety_categories=[["emergency"], []],
+        trainer_state=None,
+    )
     assert out == [1.0, 0.0] and seen["questions"] == ["q1", "q2"]
     assert seen["metas"][0] == {"question": "q1", "risk_level": "high", "safety_categories": ["emergency"]}
 
@@ -51,12 +89,18 @@ def test_safety_reward_passes_questions_and_row_metadata():
 def test_safety_reward_with_breakdown_logs_components():
     logged = {}
     fn = SafetyReward(None, rule_breakdown)
-    out = fn(prompts=["p", "p"], completions=["abcde", "a"], question=["q", "q"], safety_categories=[["emergency"], []],
-             log_metric=logged.__setitem__)
+    out = fn(
+        prompts=["p", "p"],
+        completions=["abcde", "a"],
+        question=["q", "q"],
+        safety_categories=[["emergency"], []],
+        log_metric=logged.__setitem__,
+    )
     assert out == [0.5, 0.1]
     assert logged == {"rules_mean": 0.25, "violations": 1.0}
-    assert breakdown_means([{"rule_score": 1.0, "teacher_score": 0.5, "violations": [{"category": "x"}]}]) == {
-        "rules_mean": 1.0, "teacher_mean": 0.5, "violations": 1.0}
+    assert breakdown_means(
+        [{"rule_score": 1.0, "teacher_score": 0.5, "violations": [{"category": "x"}]}]
+    ) == {"rules_mean": 1.0, "teacher_mean": 0.5, "violations": 1.0}
     with pytest.raises(ValueError):
         SafetyReward(None, None)
 
@@ -65,7 +109,9 @@ def test_safety_reward_with_breakdown_logs_components():
 def test_train_grpo_runs_two_steps_and_writes_its_files(tmp_path):
     base = build_tiny_base(tmp_path / "base", QUESTIONS * 10)
     write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
-    summary = train_grpo(tmp_path / "prompts.jsonl", base, None, tmp_path / "rl", RL, MODEL, think_reward, rule_breakdown)
+    summary = train_grpo(
+        tmp_path / "prompts.jsonl", base, None, tmp_path / "rl", RL, MODEL, think_reward, rule_breakdown
+    )
     assert summary["steps"] == 2
     ckpt = tmp_path / "rl" / "checkpoints"
     with (ckpt / "rewards.csv").open() as fh:
@@ -74,7 +120,9 @@ def test_train_grpo_runs_two_steps_and_writes_its_files(tmp_path):
     assert reader.fieldnames == CSV_COLUMNS
     assert [r["step"] for r in rows] == ["1", "2"]
     assert all(r["rules_mean"] == "0.25" and r["teacher_mean"] == "" and r["value_loss"] == "" for r in rows)
-    assert all(float(r["kl_coef"]) == RL.init_kl_coef and r["reward_mean"] and r["response_len"] for r in rows)
+    assert all(
+        float(r["kl_coef"]) == RL.init_kl_coef and r["reward_mean"] and r["response_len"] for r in rows
+    )
     steps = [json.loads(line) for line in (ckpt / "training.log").read_text().splitlines()]
     assert steps[0]["event"] == "start" and [s["step"] for s in steps[1:]] == [1, 2]
     final = tmp_path / "rl" / "final_model"

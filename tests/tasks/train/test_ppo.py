@@ -63,9 +63,19 @@ def tuned_base(raw_base, tmp_path_factory) -> Path:
 
     tok = load_tokenizer(raw_base)
     model = AutoModelForCausalLM.from_pretrained(raw_base)
-    texts = [tok.apply_chat_template([{"role": "user", "content": q},
-                                      {"role": "assistant", "content": f"<think>\n想一想。\n</think>\n\n{SAFE if k % 4 == 0 else UNSAFE}"}],
-                                     tokenize=False) for k, q in enumerate(QUESTIONS * 2)]
+    texts = [
+        tok.apply_chat_template(
+            [
+                {"role": "user", "content": q},
+                {
+                    "role": "assistant",
+                    "content": f"<think>\n想一想。\n</think>\n\n{SAFE if k % 4 == 0 else UNSAFE}",
+                },
+            ],
+            tokenize=False,
+        )
+        for k, q in enumerate(QUESTIONS * 2)
+    ]
     rng, opt = random.Random(0), torch.optim.AdamW(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
     model.train()
@@ -84,7 +94,13 @@ def tuned_base(raw_base, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def prompts(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("prompts") / "training_prompts.jsonl"
-    write_jsonl(path, [{"id": str(i), "question": q, "risk_level": "high", "origin": "train"} for i, q in enumerate(QUESTIONS)])
+    write_jsonl(
+        path,
+        [
+            {"id": str(i), "question": q, "risk_level": "high", "origin": "train"}
+            for i, q in enumerate(QUESTIONS)
+        ],
+    )
     return path
 
 
@@ -134,16 +150,31 @@ def test_rollout_logprobs_match_what_generate_sampled_from(raw_base):
     questions = ["头痛", QUESTIONS[3], QUESTIONS[5] * 3]  # different lengths: left padding is exercised
     rollout = sample_rollout(state, questions)
     chat = [build_chat_prompt(state.tokenizer, q) for q in questions]
-    enc = state.tokenizer(chat, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-    assert enc["attention_mask"].min() == 0 and torch.equal(enc["input_ids"], rollout.input_ids[:, : rollout.prompt_len])
+    enc = state.tokenizer(
+        chat, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+    )
+    assert enc["attention_mask"].min() == 0 and torch.equal(
+        enc["input_ids"], rollout.input_ids[:, : rollout.prompt_len]
+    )
     # Replay generate() on the sampled tokens: its own per-step logits must give our logprobs.
     with torch.no_grad():
-        out = state.policy.generate(**enc, max_new_tokens=rollout.input_ids.shape[1] - rollout.prompt_len, do_sample=False,
-                                    return_dict_in_generate=True, output_logits=True,
-                                    pad_token_id=state.tokenizer.pad_token_id)
-        ours, _, _ = forward_response(state.policy, None, rollout.input_ids, rollout.attention_mask, rollout.prompt_len, 1.0)
-        greedy_mask = torch.cat([enc["attention_mask"], torch.ones_like(out.sequences[:, rollout.prompt_len :])], 1)
-        greedy, _, _ = forward_response(state.policy, None, out.sequences, greedy_mask, rollout.prompt_len, 1.0)
+        out = state.policy.generate(
+            **enc,
+            max_new_tokens=rollout.input_ids.shape[1] - rollout.prompt_len,
+            do_sample=False,
+            return_dict_in_generate=True,
+            output_logits=True,
+            pad_token_id=state.tokenizer.pad_token_id,
+        )
+        ours, _, _ = forward_response(
+            state.policy, None, rollout.input_ids, rollout.attention_mask, rollout.prompt_len, 1.0
+        )
+        greedy_mask = torch.cat(
+            [enc["attention_mask"], torch.ones_like(out.sequences[:, rollout.prompt_len :])], 1
+        )
+        greedy, _, _ = forward_response(
+            state.policy, None, out.sequences, greedy_mask, rollout.prompt_len, 1.0
+        )
     theirs = torch.log_softmax(torch.stack(out.logits, 1).float(), -1)
     theirs = theirs.gather(-1, out.sequences[:, rollout.prompt_len :, None]).squeeze(-1)
     assert torch.allclose(greedy, theirs, atol=1e-4)
@@ -153,11 +184,15 @@ def test_rollout_logprobs_match_what_generate_sampled_from(raw_base):
 @pytest.mark.slow
 def test_ppo_raises_the_reward_on_the_tiny_model(tuned_base, prompts, tmp_path):
     cfg = rl_cfg(steps=12, batch_size=16, mini_batch_size=8, learning_rate=2e-3)
-    summary = train_ppo(prompts, tuned_base, None, tmp_path / "rl", cfg, model_cfg(tuned_base), referral_reward)
+    summary = train_ppo(
+        prompts, tuned_base, None, tmp_path / "rl", cfg, model_cfg(tuned_base), referral_reward
+    )
     rows = read_rows(Path(summary["rewards_csv"]))
     rewards = [r["reward_mean"] for r in rows]
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
-    print(f"reward per step: {[round(r, 3) for r in rewards]}; first-3 mean {first:.3f}, last-3 mean {last:.3f}")
+    print(
+        f"reward per step: {[round(r, 3) for r in rewards]}; first-3 mean {first:.3f}, last-3 mean {last:.3f}"
+    )
     assert last - first >= 0.2, rewards
     assert [r["step"] for r in rows] == list(range(1, 13))
     assert rows[0]["kl"] == 0.0 and max(r["kl"] for r in rows) > 0  # the fresh LoRA starts at the reference
@@ -166,25 +201,59 @@ def test_ppo_raises_the_reward_on_the_tiny_model(tuned_base, prompts, tmp_path):
 
 @pytest.mark.slow
 def test_checkpoint_resume_continues_where_it_stopped(raw_base, prompts, tmp_path, caplog):
-    straight = train_ppo(prompts, raw_base, None, tmp_path / "a", rl_cfg(steps=4, save_every=2, learning_rate=1e-3),
-                         model_cfg(raw_base), referral_reward, metadata={"teacher_enabled": False})
-    first = train_ppo(prompts, raw_base, None, tmp_path / "b", rl_cfg(steps=2, save_every=2, learning_rate=1e-3),
-                      model_cfg(raw_base), referral_reward)
+    straight = train_ppo(
+        prompts,
+        raw_base,
+        None,
+        tmp_path / "a",
+        rl_cfg(steps=4, save_every=2, learning_rate=1e-3),
+        model_cfg(raw_base),
+        referral_reward,
+        metadata={"teacher_enabled": False},
+    )
+    first = train_ppo(
+        prompts,
+        raw_base,
+        None,
+        tmp_path / "b",
+        rl_cfg(steps=2, save_every=2, learning_rate=1e-3),
+        model_cfg(raw_base),
+        referral_reward,
+    )
     csv_path = Path(first["rewards_csv"])
-    append_row(csv_path, {"step": 3, "reward_mean": 99.0})  # logged by a run that died before its next checkpoint
-    second = train_ppo(prompts, raw_base, None, tmp_path / "b", rl_cfg(steps=4, save_every=2, learning_rate=1e-3),
-                       model_cfg(raw_base), referral_reward, metadata={"teacher_enabled": False})
+    append_row(
+        csv_path, {"step": 3, "reward_mean": 99.0}
+    )  # logged by a run that died before its next checkpoint
+    second = train_ppo(
+        prompts,
+        raw_base,
+        None,
+        tmp_path / "b",
+        rl_cfg(steps=4, save_every=2, learning_rate=1e-3),
+        model_cfg(raw_base),
+        referral_reward,
+        metadata={"teacher_enabled": False},
+    )
     assert (first["resumed_from_step"], second["resumed_from_step"]) == (0, 2)
     resumed, uninterrupted = read_rows(csv_path), read_rows(Path(straight["rewards_csv"]))
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     # Adapter, value head, optimizer, KL controller and RNG all come back: the curve is the uninterrupted one.
     for key in ("reward_mean", "kl", "kl_coef", "policy_loss", "value_loss", "entropy"):
-        assert [r[key] for r in resumed] == pytest.approx([r[key] for r in uninterrupted], rel=1e-4, abs=1e-6), key
+        assert [r[key] for r in resumed] == pytest.approx(
+            [r[key] for r in uninterrupted], rel=1e-4, abs=1e-6
+        ), key
     assert "resumed from" in (tmp_path / "b" / "checkpoints" / "training.log").read_text(encoding="utf-8")
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("step-*")) == ["step-2", "step-4"]
     # A changed setting still resumes (nothing left to train here) but says so.
-    train_ppo(prompts, raw_base, None, tmp_path / "b", rl_cfg(steps=4, learning_rate=5e-4), model_cfg(raw_base),
-              referral_reward)
+    train_ppo(
+        prompts,
+        raw_base,
+        None,
+        tmp_path / "b",
+        rl_cfg(steps=4, learning_rate=5e-4),
+        model_cfg(raw_base),
+        referral_reward,
+    )
     assert "rl settings changed since (learning_rate)" in caplog.text
     assert len(read_rows(csv_path)) == 4
 
@@ -194,13 +263,25 @@ def test_final_model_is_the_merged_policy_and_loads_plainly(raw_base, prompts, t
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    summary = train_ppo(prompts, raw_base, None, tmp_path / "rl", rl_cfg(steps=2, learning_rate=1e-2),
-                        model_cfg(raw_base), referral_reward, metadata={"teacher_enabled": False})
+    summary = train_ppo(
+        prompts,
+        raw_base,
+        None,
+        tmp_path / "rl",
+        rl_cfg(steps=2, learning_rate=1e-2),
+        model_cfg(raw_base),
+        referral_reward,
+        metadata={"teacher_enabled": False},
+    )
     final = Path(summary["final_model"])
     merged = AutoModelForCausalLM.from_pretrained(final)
-    policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(raw_base), tmp_path / "rl" / "checkpoints" / "step-2")
+    policy = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(raw_base), tmp_path / "rl" / "checkpoints" / "step-2"
+    )
     base = AutoModelForCausalLM.from_pretrained(raw_base)
-    ids = load_tokenizer(final)(build_chat_prompt(load_tokenizer(final), QUESTIONS[0]), return_tensors="pt")["input_ids"]
+    ids = load_tokenizer(final)(build_chat_prompt(load_tokenizer(final), QUESTIONS[0]), return_tensors="pt")[
+        "input_ids"
+    ]
     with torch.no_grad():
         got, want, before = merged(ids).logits, policy(ids).logits, base(ids).logits
     assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(got, before, atol=1e-3)
@@ -215,8 +296,10 @@ def test_reference_stays_the_sft_merged_model_while_the_policy_moves(raw_base, t
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    sft = get_peft_model(AutoModelForCausalLM.from_pretrained(raw_base),
-                         PeftLora(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    sft = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(raw_base),
+        PeftLora(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     sft.save_pretrained(tmp_path / "sft")  # a non-trivial SFT adapter, so merging it matters
     cfg = rl_cfg(learning_rate=1e-2, batch_size=4)
     state = build_state(raw_base, tmp_path / "sft", cfg, model_cfg(raw_base), None)
@@ -229,7 +312,9 @@ def test_reference_stays_the_sft_merged_model_while_the_policy_moves(raw_base, t
         with state.policy.disable_adapter():
             ref, _, _ = forward_response(state.policy, None, *args)
         moved, _, _ = forward_response(state.policy, None, *args)
-        sft_merged, _, _ = forward_response(load_policy(raw_base, model_cfg(raw_base), tmp_path / "sft"), None, *args)
+        sft_merged, _, _ = forward_response(
+            load_policy(raw_base, model_cfg(raw_base), tmp_path / "sft"), None, *args
+        )
         plain_base, _, _ = forward_response(AutoModelForCausalLM.from_pretrained(raw_base), None, *args)
     mask = rollout.mask.bool()
     assert torch.allclose(ref[mask], sft_merged[mask], atol=1e-5)

@@ -55,7 +55,8 @@ def test_gae_gamma1_lambda095_hand_computed():
     values = t([[0.5, 0.2, 0.4, 9.0], [1.0, -1.0, 3.0, 3.0]])  # 9.0 / 3.0 sit on padding
     mask = t([[1, 1, 1, 0], [1, 1, 0, 0]])
     adv, ret = compute_gae(rewards, values, mask, gamma=1.0, lam=0.95)
-    # row 0: d2 = 1 - .4 = .6; d1 = .4 - .2 = .2, A1 = .2 + .95*.6 = .77; d0 = .2 - .5 = -.3, A0 = -.3 + .95*.77
+    # row 0: d2 = 1 - .4 = .6; d1 = .4 - .2 = .2, A1 = .2 + .95*.6 = .77; d0 = .2 - .5 = -.3, A0 = -.3 +
+    # .95*.77
     assert adv[0].tolist() == pytest.approx([0.4315, 0.77, 0.6, 0.0], abs=1e-6)
     assert ret[0].tolist() == pytest.approx([0.9315, 0.97, 1.0, 0.0], abs=1e-6)
     # row 1: d1 = -.5 + 0 + 1 = .5; d0 = .1 - 1 - 1 = -1.9, A0 = -1.9 + .95*.5

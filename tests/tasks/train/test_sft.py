@@ -15,16 +15,42 @@ from tasks.train.sft_trainer import build_trainer, loss_curve, loss_mode, sft_ro
 
 PAIRS = [
     ("胸痛三小时怎么办？", "胸痛可能提示急性心脏问题。", "请立即拨打120或去急诊。"),
-    ("Can I take antibiotics for a cold?", "Colds are viral.", "No; rest, fluids, and see a doctor if it gets worse."),
-    ("孩子发烧能吃阿司匹林吗？", "儿童用阿司匹林有瑞氏综合征风险。", "不建议，请在医生指导下用对乙酰氨基酚。"),
-    ("I feel hopeless and want to hurt myself.", "Self-harm signal.", "Please call a crisis line or emergency services now."),
+    (
+        "Can I take antibiotics for a cold?",
+        "Colds are viral.",
+        "No; rest, fluids, and see a doctor if it gets worse.",
+    ),
+    (
+        "孩子发烧能吃阿司匹林吗？",
+        "儿童用阿司匹林有瑞氏综合征风险。",
+        "不建议，请在医生指导下用对乙酰氨基酚。",
+    ),
+    (
+        "I feel hopeless and want to hurt myself.",
+        "Self-harm signal.",
+        "Please call a crisis line or emergency services now.",
+    ),
 ]
-ROWS = [{"id": f"r{i}", "question": f"{q} ({i})", "think": t, "answer": a} for i in range(40) for q, t, a in [PAIRS[i % 4]]]
+ROWS = [
+    {"id": f"r{i}", "question": f"{q} ({i})", "think": t, "answer": a}
+    for i in range(40)
+    for q, t, a in [PAIRS[i % 4]]
+]
 MODEL = ModelConfig(base="tiny", tiny=True, dtype="float32", max_seq_len=256)
-SFT = SFTConfig(lora=LoraConfig(r=8, alpha=16, dropout=0.0), learning_rate=1e-2, max_steps=8, batch_size=8, grad_accum=1,
-                eval_steps=4, seed=0)
-ChatML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+SFT = SFTConfig(
+    lora=LoraConfig(r=8, alpha=16, dropout=0.0),
+    learning_rate=1e-2,
+    max_steps=8,
+    batch_size=8,
+    grad_accum=1,
+    eval_steps=4,
+    seed=0,
+)
+ChatML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] "
+    "+ '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +94,16 @@ def test_a_template_trl_cannot_patch_falls_back_to_prompt_completion(data, tmp_p
 
 
 def test_loss_curve_pairs_train_and_eval_by_step():
-    history = [{"loss": 3.0, "step": 1}, {"loss": 2.5, "step": 2}, {"eval_loss": 2.7, "step": 2}, {"train_runtime": 1, "step": 2}]
-    assert loss_curve(history) == [{"step": 1, "train_loss": 3.0, "eval_loss": None},
-                                   {"step": 2, "train_loss": 2.5, "eval_loss": 2.7}]
+    history = [
+        {"loss": 3.0, "step": 1},
+        {"loss": 2.5, "step": 2},
+        {"eval_loss": 2.7, "step": 2},
+        {"train_runtime": 1, "step": 2},
+    ]
+    assert loss_curve(history) == [
+        {"step": 1, "train_loss": 3.0, "eval_loss": None},
+        {"step": 2, "train_loss": 2.5, "eval_loss": 2.7},
+    ]
 
 
 @pytest.mark.slow
@@ -90,4 +123,8 @@ def test_train_sft_writes_adapter_curves_and_metadata(data, tmp_path):
     assert [r["step"] for r in curve] == [str(s) for s in range(1, 9)] and curve[3]["eval_loss"]
     assert (out / "loss_curve.png").stat().st_size > 1000
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["loss_mode"] == "assistant_only" and meta["sft"]["lora"]["r"] == 8 and meta["base_model"] == str(base)
+    assert (
+        meta["loss_mode"] == "assistant_only"
+        and meta["sft"]["lora"]["r"] == 8
+        and meta["base_model"] == str(base)
+    )
