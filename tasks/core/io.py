@@ -188,14 +188,28 @@ def write_text(path: str | Path, text: str) -> None:
         fh.write(text)
 
 
+def _process_umask() -> int:
+    """The umask this process started with (read once: setting it is the only way to read it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
 class atomic_open:  # noqa: N801 - used like open()
-    """Context manager: write to a temp file beside `path`, then rename over it on success."""
+    """Context manager: write to a temp file beside `path`, then rename over it on success.
+
+    mkstemp creates the temp file 0600; it gets the mode open() would have given (0666 less the umask).
+    """
 
     def __init__(self, path: Path, binary: bool = False) -> None:
         self.path, self.binary = path, binary
 
     def __enter__(self):
         fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.fchmod(fd, _FILE_MODE)
         self.fh = (
             os.fdopen(fd, "wb")
             if self.binary

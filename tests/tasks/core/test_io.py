@@ -110,3 +110,20 @@ def test_a_file_hash_follows_its_content(tmp_path, remember_small_files):
     write_jsonl(path, [{"id": "a"}])
     assert file_hash(path) == before
     assert file_hash(tmp_path) != file_hash(path)  # a folder hashes its files' names too
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_written_files_follow_the_umask(tmp_path, umask):
+    """Outputs get the mode open() would give (mkstemp alone makes every report -rw-------)."""
+    import subprocess
+    import sys
+
+    script = (
+        f"import os; os.umask({umask}); from pathlib import Path;"
+        "from tasks.core.io import write_jsonl, write_text;"
+        f"write_jsonl(Path({str(tmp_path)!r}) / 'a.jsonl', [{{'x': 1}}]);"
+        f"write_text(Path({str(tmp_path)!r}) / 'b.md', 'hi')"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    for name in ("a.jsonl", "b.md"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
