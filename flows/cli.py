@@ -246,6 +246,29 @@ def deploy(
     sys.exit(register_deployments(pool))
 
 
+@app.command(
+    epilog="Example: medsafe export --model rl --out exported/medsafe-rl\n\n"
+    "Example: medsafe export --model models/lora/final_lora --out exported/sft --push-to-hub me/medsafe-sft"
+)
+def export(
+    out: Path = typer.Option(
+        ..., help="Folder to write the merged model, tokenizer and README.md card into."
+    ),
+    model: str = typer.Option("rl", help="rl, sft, or a path to a merged model or a LoRA adapter folder."),
+    push_to_hub: str | None = typer.Option(None, help="Also upload to this Hugging Face repo (owner/name)."),
+    workdir: Path = WorkdirOpt,
+) -> None:
+    """Export a model as a plain Hugging Face folder (safetensors, tokenizer, chat template) + model card."""
+    from tasks.core.workdir import Workdir
+    from tasks.model.export import export_model
+    from tasks.model.export import push_to_hub as push
+
+    summary = _run_stage("export", export_model, workdir=Workdir.at(workdir), model=model, out=out)
+    if push_to_hub:
+        summary["pushed"] = _run_stage("export", push, folder=out, repo_id=push_to_hub)
+    _print_summary(f"export: wrote {out}", summary)
+
+
 def main() -> None:
     app()
 
