@@ -25,6 +25,7 @@ from tasks.core.stage import stage
 from tasks.core.workdir import Workdir
 from tasks.prepare.sample_rl import SamplingReport, summarize
 from validation.data_card import render_data_card
+from validation.html_report import render_report_html
 from validation.results import GateResult
 from validation.tables import PROCESSED_TABLES
 
@@ -137,9 +138,13 @@ def build_data_report(workdir: Workdir, data_cfg: DataConfig, sampling_cfg: Samp
         "summary": str(out / "summary.json"),
         "chart": str(out / "risk_distribution.png"),
         "data_card": str(workdir.data_card),
+        "report_html": str(out / "report.html"),
     }
     plot_risk_distribution(summary, out / "risk_distribution.png")
     write_json(out / "summary.json", summary)
+    write_text(
+        out / "report.html", render_report_html(summary, out / "risk_distribution.png", workdir.data_docs)
+    )
     write_text(workdir.data_card, render_data_card(summary, workdir.root))
     return summary
 
@@ -170,6 +175,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     lines += [f"- failed: {f}" for f in summary["failed_expectations"]]
     lines += [f"- note: {n}" for n in summary["rl_prompts"]["notes"]]
+    if summary.get("outputs"):
+        lines.append(f"- report (works offline): {summary['outputs']['report_html']}")
     if summary["gate"] and summary["gate"]["data_docs_index"]:
         lines.append(f"- Data Docs: {summary['gate']['data_docs_index']}")
     return "\n".join(lines)
