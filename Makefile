@@ -21,7 +21,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e . -c constraints.txt
 
 install-dev: install
-	$(BIN)/pip install -q -e ".[dev]" -c constraints.txt
+	$(BIN)/pip install -q -e ".[dev,demo]" -c constraints.txt
 	@command -v chromium >/dev/null || (command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: the browser test will skip")

@@ -269,6 +269,44 @@ def export(
     _print_summary(f"export: wrote {out}", summary)
 
 
+@app.command(
+    epilog="Example: medsafe demo --workdir runs/tiny\n\n"
+    "Example: medsafe demo --model mine=/models/my-medical-qwen3 --model rl=rl --port 7860"
+)
+def demo(
+    model: list[str] = typer.Option(
+        None, "--model", "-m", help="NAME=WHAT, repeatable; WHAT is base, sft, rl or a model/adapter path."
+    ),
+    profile: str = ProfileOpt,
+    workdir: Path = WorkdirOpt,
+    port: int = typer.Option(7860, help="Port on 127.0.0.1."),
+    max_new_tokens: int = typer.Option(256, help="Tokens each model may generate per answer."),
+) -> None:
+    """Ask the models one question in the browser; answers side by side, each with its reward breakdown."""
+    from flows.demo import launch_demo
+    from flows.recipes import load_profile
+
+    specs = {}
+    for item in model or []:
+        name, sep, what = item.partition("=")
+        if not sep or not name or not what:
+            _fail(
+                "demo", ValueError(f"--model {item!r}: expected NAME=WHAT, e.g. rl=rl or mine=/path/to/model")
+            )
+        specs[name] = what
+    cfg = _run_stage("demo", load_profile, name_or_path=profile)
+    typer.echo(f"medsafe demo: loading {', '.join(specs) or 'base, sft and rl of ' + str(workdir)} ...")
+    _run_stage(
+        "demo",
+        launch_demo,
+        specs=specs,
+        workdir=workdir,
+        settings=cfg,
+        port=port,
+        max_new_tokens=max_new_tokens,
+    )
+
+
 def main() -> None:
     app()
 
