@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 DATA_ONLY = "medsafe-data/data-only"
 WEEKLY = "medsafe-pipeline/weekly-retraining"
 UUID = re.compile(r"UUID:\s*([0-9a-f-]{36})")
+SUBMITTED = re.compile(r"submitting flow run '([0-9a-f-]{36})'")
 
 
 def _flow_run_id(output: str) -> str:
@@ -92,20 +93,39 @@ def test_deploy_registers_for_a_worker(harness, tmp_path: Path) -> None:  # noqa
         data_only.pull_steps
     )
 
-    # A process worker started outside the checkout runs it: the pull step moves into MEDSAFE_PROJECT_DIR.
-    workdir = tmp_path / "worker-data"
-    trigger = harness.run(
-        [harness.tool("prefect"), "deployment", "run", DATA_ONLY, "--param", f"workdir={workdir}"],
-        log=tmp_path / "trigger.log",
-        timeout=120,
-    )
-    assert trigger.returncode == 0, trigger.output[-3000:]
-    worker = harness.run(
-        [harness.tool("prefect"), "worker", "start", "--pool", pool, "--run-once"],
-        log=tmp_path / "worker.log",
-        timeout=600,
-        cwd=tmp_path,
-        MEDSAFE_PROJECT_DIR=str(harness.repo),
-    )
-    assert worker.returncode == 0, f"the worker exited {worker.returncode}:\n{worker.output[-4000:]}"
-    _assert_data_run_completed(harness, trigger.output, data_only.id, workdir)
+    # Two process workers started outside the checkout (the pull step moves into MEDSAFE_PROJECT_DIR), one
+    # flow run each at most, take two runs triggered at once for two workdirs; both must complete.
+    triggers = {}
+    for name in ("pool-a", "pool-b"):
+        workdir = tmp_path / name
+        trigger = harness.run(
+            [harness.tool("prefect"), "deployment", "run", DATA_ONLY, "--param", f"workdir={workdir}"],
+            log=tmp_path / f"trigger-{name}.log",
+            timeout=120,
+        )
+        assert trigger.returncode == 0, trigger.output[-3000:]
+        triggers[workdir] = _flow_run_id(trigger.output)
+    worker = [harness.tool("prefect"), "worker", "start", "--pool", pool, "--limit", "1"]
+    env = {"MEDSAFE_PROJECT_DIR": str(harness.repo)}
+    logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+    with (
+        harness.background([*worker, "--name", "w1"], log=logs[0], cwd=tmp_path, **env),
+        harness.background([*worker, "--name", "w2"], log=logs[1], cwd=tmp_path, **env),
+    ):
+
+        def both_final():  # noqa: ANN202
+            with harness.client() as client:
+                runs = [client.read_flow_run(run_id) for run_id in triggers.values()]
+            return runs if all(r.state and r.state.is_final() for r in runs) else None
+
+        runs = harness.wait_until(both_final, timeout=900, what="both data-only runs to finish on the pool")
+    for run, workdir in zip(runs, triggers, strict=True):
+        assert run.state_name == "Completed", (
+            f"{run.name} ended {run.state_name}:\n{harness.tail(logs[0])}\n{harness.tail(logs[1])}"
+        )
+        _assert_data_run_completed(harness, f"UUID: {run.id}", data_only.id, workdir)
+        with harness.client() as client:
+            workers = {w.name for w in client.read_workers_for_work_pool(work_pool_name=pool)}
+        assert {"w1", "w2"} <= workers, f"workers seen by the server on {pool}: {workers}"
+    submitted = {m for log in logs for m in SUBMITTED.findall(harness.tail(log, 1_000_000))}
+    assert submitted == set(triggers.values()), f"runs the workers submitted: {submitted}"
