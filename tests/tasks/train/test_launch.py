@@ -1,0 +1,106 @@
+"""SFT across 2 CPU processes (torchrun over gloo), started the way the SFT stage starts it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from tasks.core.config import LoraConfig, ModelConfig, SFTConfig
+from tasks.core.io import write_jsonl
+from tasks.model import tiny as tiny_model
+from tasks.model.loading import load_model
+from tasks.train.launch import Launch, LaunchFailed, command, launch
+from tasks.train.sft_trainer import train_sft
+
+TINY = ModelConfig(base="tiny", tiny=True, dtype="float32", max_seq_len=96)
+ANSWERS = ("多喝水，休息；超过三天或精神差请就医。", "Rest and drink fluids; see a doctor if it lasts.")
+ROWS = [
+    {
+        "id": f"r{i}",
+        "question": f"问题{i}：发烧{i % 5 + 37}度怎么办？",
+        "think": "先看体温。",
+        "answer": ANSWERS[i % 2],
+    }
+    for i in range(32)
+]
+
+
+def sft_cfg(batch_size: int) -> SFTConfig:
+    return SFTConfig(
+        lora=LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]),
+        learning_rate=1e-3,
+        max_steps=4,
+        batch_size=batch_size,
+        grad_accum=1,
+        eval_steps=5,  # logs the train loss every step
+        save_steps=100,
+        report_to=["none"],
+    )
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("launch")
+    base = tiny_model.build_tiny_base(root / "tiny", [r["question"] + r["answer"] for r in ROWS] * 3)
+    write_jsonl(root / "train.jsonl", ROWS)
+    return {"root": root, "base": str(base), "train": root / "train.jsonl", "dev": root / "none.jsonl"}
+
+
+def job(setup: dict, out: Path, batch_size: int, **extra) -> dict:  # noqa: ANN003
+    return {
+        "train_path": str(setup["train"]),
+        "dev_path": str(setup["dev"]),
+        "base_path": setup["base"],
+        "out_dir": str(out),
+        "sft": sft_cfg(batch_size).model_dump(mode="json"),
+        "model": TINY.model_dump(mode="json"),
+        **extra,
+    }
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_at_the_same_global_batch(setup: dict, caplog) -> None:  # noqa: ANN001
+    one = train_sft(setup["train"], setup["dev"], setup["base"], setup["root"] / "one", sft_cfg(8), TINY)
+    logger = logging.getLogger("launch-test")
+    with caplog.at_level(logging.INFO, logger="launch-test"):
+        two = launch("tasks.train.sft_entry", job(setup, setup["root"] / "two", 4), Launch("torchrun", 2),
+                     logger, setup["root"] / "two")  # fmt: skip
+    assert two["steps"] == one["steps"] == 4
+    curve_one = read_jsonl_csv(setup["root"] / "one" / "loss_curve.csv")
+    curve_two = read_jsonl_csv(setup["root"] / "two" / "loss_curve.csv")
+    assert len(curve_one) == len(curve_two) > 0
+    for a, b in zip(curve_one, curve_two, strict=True):
+        assert b == pytest.approx(a, rel=0.1), (curve_one, curve_two)
+    assert any("[torchrun]" in r.getMessage() for r in caplog.records)  # the child's output was streamed
+    adapter = Path(two["adapter"])
+    model = load_model(setup["base"], TINY, adapter=adapter, merge=True)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def read_jsonl_csv(path: Path) -> list[float]:
+    import csv
+
+    with path.open() as fh:
+        return [float(r["train_loss"]) for r in csv.DictReader(fh) if r["train_loss"]]
+
+
+@pytest.mark.slow
+def test_a_crashing_rank_fails_with_its_own_error(setup: dict) -> None:
+    with pytest.raises(LaunchFailed, match="rank 1 failed on purpose") as failed:
+        launch("tasks.train.sft_entry", job(setup, setup["root"] / "crash", 4, fail_rank=1),
+               Launch("torchrun", 2), logging.getLogger("launch-test"), setup["root"] / "crash")  # fmt: skip
+    assert "exited with code" in str(failed.value)
+
+
+def test_launch_commands(tmp_path: Path) -> None:
+    torchrun = command("tasks.train.sft_entry", tmp_path / "j.json", Launch("torchrun", 2), tmp_path)
+    assert torchrun[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    assert torchrun[-3:] == ["-m", "tasks.train.sft_entry", str(tmp_path / "j.json")]
+    accel = command("tasks.train.sft_entry", tmp_path / "j.json", Launch("accelerate", 2), tmp_path)
+    assert accel[1:3] == ["-m", "accelerate.commands.launch"] and "--config_file" in accel
+    config = Path(accel[accel.index("--config_file") + 1]).read_text()
+    assert "MULTI_CPU" in config and "num_processes: 2" in config
+    with pytest.raises(ValueError, match="launcher must be"):
+        command("m", tmp_path / "j.json", Launch("mpirun", 2), tmp_path)
