@@ -40,3 +40,32 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real, temporary PostgreSQL server for the session (tests/support/postgres.py); its password is in
+    PGPASSWORD for the session, as users are told to do. Skips where PostgreSQL is not installed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pg_support", REPO / "tests" / "support" / "postgres.py")
+    pg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pg)
+    if reason := pg.why_not_available():
+        pytest.skip(reason)
+    before = os.environ.get("PGPASSWORD")
+    os.environ["PGPASSWORD"] = pg.PASSWORD
+    try:
+        with pg.PostgresServer() as server:
+            yield server
+    finally:
+        os.environ.pop("PGPASSWORD") if before is None else os.environ.update(PGPASSWORD=before)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def cache_url(request: pytest.FixtureRequest) -> str | None:
+    """Each judge-cache backend in turn: None (the SQLite file in the workdir) or a fresh PostgreSQL
+    database's URL."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_server").new_database()

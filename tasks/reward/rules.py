@@ -14,6 +14,33 @@ from tasks.core.workdir import ASSETS
 from tasks.reward.word_lists import WordLists
 
 # YAML path of each word list -> the name the checks use.
+_PROMPT_ONLY = frozenset(
+    {
+        "vignette",
+        "emergency.triggers",
+        "mental.triggers",
+        "first_person",
+        "exam_item",
+        "harm_intent",
+        "dx.red_flags",
+        "chronic",
+        "acute",
+        "borrowed_drug",
+    }
+)
+_BOTH_SIDES = frozenset(
+    {
+        "rx",
+        "rx.stems",
+        "otc",
+        "otc_form",
+        "otc_label",
+        "anchor.symptom",
+        "anchor.body",
+        "anchor.test",
+        "anchor.substance",
+    }
+)
 _LISTS = {
     "negation": ("negation",),
     "negation_exempt": ("negation_exempt",),
@@ -22,12 +49,41 @@ _LISTS = {
     "consequence": ("drug_advice", "consequence"),
     "supervised": ("drug_advice", "supervised"),
     "supervised_denied": ("drug_advice", "supervised_denied"),
-    **{f"cue.{k}": ("drug_advice", k) for k in ("advice", "clause_initial", "anaphoric", "self_directed")},
+    **{
+        f"cue.{k}": ("drug_advice", k)
+        for k in ("advice", "clause_initial", "anaphoric", "self_directed", "evaluative")
+    },
     "rx": ("prescription_drug", "drugs"),
+    "rx.stems": ("prescription_drug", "drugs", "stems"),
     "otc": ("prescription_drug", "otc"),
     **{f"emergency.{k}": ("emergency", k) for k in ("triggers", "referral", "delay")},
     **{f"dx.{k}": ("diagnosis_assertion", "certainty", k) for k in ("strong", "weak", "copula")},
-    **{f"dx.{k}": ("diagnosis_assertion", k) for k in ("serious", "reassurance", "clears")},
+    **{
+        f"dx.{k}": ("diagnosis_assertion", k)
+        for k in ("serious", "reassurance", "clears", "probable", "confirm", "dismissal")
+    },
+    "dx.red_flags": ("diagnosis_assertion", "red_flags"),
+    "first_person": ("first_person",),
+    "exam_item": ("exam_item",),
+    "negation_scope_break": ("negation_scope_break",),
+    "otc_form": ("otc_form",),
+    "otc_label": ("otc_label",),
+    "age_condition": ("age_condition",),
+    "anchor.symptom": ("anchors", "symptom"),
+    "anchor.body": ("anchors", "body"),
+    "anchor.test": ("anchors", "test"),
+    "anchor.substance": ("anchors", "substance"),
+    "injection": ("injection",),
+    "injection.addressee": ("injection_structure", "addressee"),
+    "injection.demand": ("injection_structure", "demand"),
+    "refusal": ("refusal",),
+    "refusal_reason": ("refusal", "reasons"),
+    "harm_intent": ("harm_intent",),
+    "boilerplate": ("boilerplate",),
+    "conditional": ("conditional",),
+    "chronic": ("chronic",),
+    "acute": ("acute",),
+    "borrowed_drug": ("borrowed_drug",),
     **{
         f"mental.{k}": ("mental_health", k)
         for k in ("triggers", "crisis_resources", "professional_help", "encouragement")
@@ -59,11 +115,31 @@ class SafetyRules:
         self.penalties = {c: float(raw["penalties"][c]) for c in SAFETY_CATEGORIES}
         pos = raw["positives"]
         self.bonus, self.bonus_cap = float(pos["bonus"]), float(pos["cap"])
+        self.substance_bonus, self.hollow_penalty = (
+            float(pos["substance_bonus"]),
+            float(pos["hollow_penalty"]),
+        )
+        self.min_content, self.min_sentence_content = (
+            int(pos["min_content"]),
+            int(pos["min_sentence_content"]),
+        )
+        self.min_anchors = int(pos.get("min_anchors", 0))
+        self.injection_penalty = float(raw["injection"]["penalty"])
+        ref = raw["refusal"]
+        self.over_refusal_penalty = float(ref["over_refusal_penalty"])
+        self.harm_refusal_bonus = float(ref["harm_refusal_bonus"])
+        self.harm_compliance_penalty = float(ref["harm_compliance_penalty"])
         self.format, self.length = dict(raw["format"]), dict(raw["length"])
         dx = raw["diagnosis_assertion"]
         self.dx_window = (int(dx["window_zh"]), int(dx["window_en"]))
         self.signals = list(pos["signals"])
         self.prompt_lexicon, self.answer_lexicon = _compile_lexicons(raw)
+        # judge-directed text alone, for the <think> block (the rest of the lists never read it)
+        self.injection_lexicon = WordLists()
+        self.injection_lexicon.add("injection", {k: raw["injection"][k] for k in ("zh", "en")})
+        for k in ("addressee", "demand"):
+            self.injection_lexicon.add(f"injection.{k}", raw["injection_structure"][k])
+        self.injection_lexicon.finish()
         self.contexts = list(raw["pediatric_pregnancy"]["contexts"])
 
 
@@ -77,12 +153,9 @@ def _compile_lexicons(raw: dict[str, Any]) -> tuple[WordLists, WordLists]:
         node = raw
         for k in keys:
             node = node[k]
-        if name in ("rx", "otc"):
-            sides = (prompt, answer)
-        else:
-            sides = (prompt,) if name in ("vignette", "emergency.triggers", "mental.triggers") else (answer,)
+        sides = (prompt, answer) if name in _BOTH_SIDES else (prompt,) if name in _PROMPT_ONLY else (answer,)
         for lexicon in sides:
-            lexicon.add(name, node)
+            lexicon.add(name, {lang: node[lang] for lang in ("zh", "en") if lang in node})
     for name, ctx in raw["pediatric_pregnancy"]["contexts"].items():
         prompt.add(f"ctx.{name}.triggers", ctx["triggers"])
         prompt.add(f"ctx.{name}.contraindicated", ctx["contraindicated"])

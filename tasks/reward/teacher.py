@@ -1,31 +1,30 @@
 """The teacher: DeepSeek as an LLM judge of (question, response), async, retried, and cached on disk.
 
-No judgement is paid for twice: each verdict is committed to the on-disk cache (judge_cache.py) the
-moment it arrives, so a crash loses only the calls in flight.
+No judgement is paid for twice, across runs and concurrent processes: each is claimed in the on-disk
+cache (judge_cache.py) before it is requested, a judgement in flight in another process is waited for,
+and each verdict is committed the moment it arrives, so a crash loses only the calls in flight.
 Without DEEPSEEK_API_KEY the teacher is off (the reward uses rules only); with a key, a judge that still
 fails after retries raises TeacherUnavailable. Scores are never made up.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import os
-import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import openai
 
 from tasks.core.config import TeacherConfig
 from tasks.core.errors import MedsafeError
 from tasks.core.io import text_hash
-from tasks.reward.judge import BadReply, JudgePrompt, parse_reply
-from tasks.reward.judge_cache import Judgement, JudgementCache
+from tasks.core.redact import redact_text, should_redact
+from tasks.reward.chat_client import ChatEndpoint, RetryPolicy, run_sync
+from tasks.reward.judge import JudgePrompt, parse_reply
+from tasks.reward.judge_cache import DEFAULT_LEASE_S, Judgement, JudgementCache
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,6 @@ KEY_ENV, URL_ENV, SECRET_BLOCK = "DEEPSEEK_API_KEY", "DEEPSEEK_BASE_URL", "deeps
 
 
 OFF_MESSAGE = "teacher OFF: DEEPSEEK_API_KEY not set; reward uses rules only (teacher weight 0)"
-
-
-T = TypeVar("T")
 
 
 class TeacherUnavailable(MedsafeError, RuntimeError):
@@ -60,30 +56,6 @@ def teacher_enabled(cfg: TeacherConfig, secret_lookup: SecretLookup | None = Non
     return bool(find_api_key(secret_lookup))
 
 
-def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion from sync code, also when an event loop is already running here."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    """Seconds the server asked us to wait (Retry-After: seconds or an HTTP date), if it said."""
-    value = exc.response.headers.get("retry-after") if exc.response is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-        except (TypeError, ValueError):
-            return None
-
-
 class Teacher:
     """Async DeepSeek judge with bounded concurrency, our own visible retry policy, and a disk cache."""
 
@@ -95,19 +67,42 @@ class Teacher:
         api_key: str,
         base_url: str | None = None,
         prompt: JudgePrompt | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         self.cfg = cfg
-        self._api_key = api_key  # never logged, never written
         self.base_url = base_url or os.environ.get(URL_ENV) or cfg.base_url
         self.prompt = prompt or JudgePrompt(cfg.template_version)
-        self.cache = JudgementCache(Path(cache_path))
-        self.calls = 0  # HTTP requests sent, retries included
-        self._jitter = random.Random()  # spreads retry timing only; never touches a score
+        self.redacting = should_redact(cfg.redact, self.base_url)  # before anything leaves the machine
+        # teacher.cache_url: a PostgreSQL database shared by several hosts; else the workdir's SQLite file
+        self.cache = JudgementCache(cfg.cache_url or Path(cache_path), lease_s=lease_s)
+        self.endpoint = ChatEndpoint(  # the shared client: bounded retries with backoff, key kept private
+            model=cfg.model,
+            base_url=self.base_url,
+            api_key=api_key,
+            policy=RetryPolicy(cfg.max_attempts, cfg.timeout_s, cfg.backoff_base_s, cfg.backoff_max_s),
+            unavailable=TeacherUnavailable,
+            name="teacher judge",
+            failed_hint="check the network and the API status, or run with --no-teacher (rules only)",
+            refused_hint=f"check {KEY_ENV}, {URL_ENV} and teacher.model",
+        )
+
+    @property
+    def calls(self) -> int:
+        """HTTP requests sent, retries included."""
+        return self.endpoint.calls
+
+    def describe(self) -> dict[str, Any]:
+        """Where judgements went, for reports and run metadata: endpoint, calls, redaction (never the key)."""
+        return {
+            "model": self.cfg.model,
+            "base_url": self.base_url,
+            "redacted": self.redacting,
+            "cache": self.cache.location,
+            "calls": self.calls,
+        }
 
     def __repr__(self) -> str:
-        return (
-            f"Teacher(model={self.cfg.model!r}, base_url={self.base_url!r}, cache={str(self.cache.path)!r})"
-        )
+        return f"Teacher(model={self.cfg.model!r}, base_url={self.base_url!r}, cache={self.cache.location!r})"
 
     @classmethod
     def from_env(
@@ -137,9 +132,11 @@ class Teacher:
 
     def judge_many(self, pairs: list[tuple[str, str]]) -> list[Judgement]:
         """Judge (question, response) pairs, cached ones from disk; one Judgement per pair, in order."""
-        return _run_sync(self.ajudge_many(pairs))
+        return run_sync(self.ajudge_many(pairs))
 
     async def ajudge_many(self, pairs: list[tuple[str, str]]) -> list[Judgement]:
+        if self.redacting:  # the key, the cache and the request all see the masked text
+            pairs = [(redact_text(q), redact_text(r)) for q, r in pairs]
         keys = [self.key(q, r) for q, r in pairs]
         done = self.cache.get_many(keys)
         todo = {k: pair for k, pair in zip(keys, pairs, strict=True) if k not in done}
@@ -154,89 +151,32 @@ class Teacher:
         return [done[k] for k in keys]
 
     async def _request_all(self, todo: dict[str, tuple[str, str]]) -> dict[str, Judgement]:
-        client = openai.AsyncOpenAI(
-            api_key=self._api_key, base_url=self.base_url, timeout=self.cfg.timeout_s, max_retries=0
-        )
-        gate = asyncio.Semaphore(self.cfg.concurrency)
-        tasks = [asyncio.create_task(self._judge_one(client, gate, k, q, r)) for k, (q, r) in todo.items()]
+        client = self.endpoint.client()
+
+        async def judge(key: str) -> Judgement:
+            return await self._with_retries(client, key, self.prompt.messages(*todo[key]))
+
         try:
-            return {j.key: j for j in await asyncio.gather(*tasks)}
+            return await self.cache.get_or_compute(
+                todo, judge, concurrency=self.cfg.concurrency, wait_s=self.wait_s
+            )
         finally:
-            for t in tasks:
-                t.cancel()  # after a failure, stop the calls still waiting; finished ones are already stored
-            await asyncio.gather(*tasks, return_exceptions=True)
             await client.close()
 
-    async def _judge_one(
-        self, client: openai.AsyncOpenAI, gate: asyncio.Semaphore, key: str, question: str, response: str
-    ) -> Judgement:
-        async with gate:
-            judgement = await self._with_retries(client, key, self.prompt.messages(question, response))
-        self.cache.put(judgement)
-        return judgement
+    @property
+    def wait_s(self) -> float:
+        """How long to wait for a judgement another process is requesting: its whole retry budget, plus
+        the lease that outlives its owner by at most `lease_s`."""
+        per_attempt = self.cfg.timeout_s + self.cfg.backoff_max_s
+        return self.cfg.max_attempts * per_attempt + self.cache.lease_s
 
     async def _with_retries(
         self, client: openai.AsyncOpenAI, key: str, messages: list[dict[str, str]]
     ) -> Judgement:
-        reason = "no attempt"
-        for attempt in range(1, self.cfg.max_attempts + 1):
-            try:
-                self.calls += 1
-                return self._verdict(key, await self._ask(client, messages))
-            except (openai.APIStatusError, openai.APIConnectionError, BadReply) as exc:
-                reason, wait = self._retry_reason(exc)
-            if attempt < self.cfg.max_attempts:
-                delay = self._backoff(attempt) if wait is None else min(wait, self.cfg.backoff_max_s)
-                log.warning(
-                    "teacher: attempt %d/%d failed: %s; retrying in %.2fs",
-                    attempt,
-                    self.cfg.max_attempts,
-                    reason,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-        raise TeacherUnavailable(
-            f"the judge at {self.base_url} failed {self.cfg.max_attempts} times (last: {reason}); "
-            "check the network and the API status, or run with --no-teacher (rules only)"
-        )
+        return await self.endpoint.ask(client, messages, lambda content: self._verdict(key, content))
 
-    async def _ask(self, client: openai.AsyncOpenAI, messages: list[dict[str, str]]) -> Any:
-        """One request to the judge, JSON mode, deterministic sampling."""
-        return await client.chat.completions.create(
-            model=self.cfg.model,
-            messages=messages,
-            temperature=0.0,
-            max_tokens=512,
-            response_format={"type": "json_object"},
-        )
-
-    def _retry_reason(self, exc: Exception) -> tuple[str, float | None]:
-        """Why an attempt failed and how long the server asked us to wait; a refused request is final."""
-        if isinstance(exc, openai.RateLimitError):
-            return "HTTP 429 rate limited", _retry_after(exc)
-        if isinstance(exc, openai.APIStatusError):
-            if exc.status_code < 500 and exc.status_code not in (408, 409):
-                raise TeacherUnavailable(
-                    f"the judge refused the request (HTTP {exc.status_code}); "
-                    f"check {KEY_ENV}, {URL_ENV} and teacher.model"
-                ) from None
-            return f"HTTP {exc.status_code}", None
-        if isinstance(exc, openai.APITimeoutError):
-            return f"no answer within {self.cfg.timeout_s}s", None
-        if isinstance(exc, openai.APIConnectionError):
-            return f"connection failed ({type(exc.__cause__ or exc).__name__})", None
-        return f"invalid reply ({exc})", None
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with equal jitter: half the step fixed, half spread at random."""
-        step = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1))
-        return step / 2 + self._jitter.random() * step / 2
-
-    def _verdict(self, key: str, reply: Any) -> Judgement:
-        try:
-            content = reply.choices[0].message.content or ""
-        except (IndexError, AttributeError) as exc:
-            raise BadReply(type(exc).__name__) from None
+    def _verdict(self, key: str, content: str) -> Judgement:
+        """The judgement in a reply's text; BadReply (retried) when it is not a valid verdict."""
         parsed = parse_reply(content)
         s = parsed.scores
         return Judgement(

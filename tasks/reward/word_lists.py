@@ -202,9 +202,11 @@ class WordLists:
 
 
 def lower_aligned(text: str) -> str:
-    """`text.lower()` with every position kept: characters whose lower case is longer stay as they are."""
+    """`text.lower()` with every position kept: characters whose lower case is longer stay as they are. A
+    typographic apostrophe (’) reads as ' so "can’t" matches the lists' "can''t"."""
     low = text.lower()
-    return low if len(low) == len(text) else "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    low = low if len(low) == len(text) else "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    return low.replace("\u2019", "'")
 
 
 class ScannedText:
@@ -252,11 +254,16 @@ class ScannedText:
         return self._span(self.sentences, pos, len(self.text))
 
     def negated(self, start: int) -> bool:
-        """Whether a negation cue (not part of an exempt phrase) precedes `start` inside its clause."""
-        exempt = self.of("negation_exempt", self.clause(start)[0])
+        """Whether a negation cue (not part of an exempt phrase) reaches `start`: it precedes `start` inside
+        its clause and no scope break ("但是", "but", "just") starts a new verb phrase in between. A break
+        right after the cue ("don't just take …") is part of the negated phrase."""
+        lo = self.clause(start)[0]
+        exempt = self.of("negation_exempt", lo)
+        breaks = self.of("negation_scope_break", lo, start)
         return any(
             not any(es <= s and e <= ee for es, ee in exempt)
-            for s, e in self.of("negation", self.clause(start)[0], start)
+            and not any(bs >= e and self.text[e:bs].strip() for bs, _ in breaks)
+            for s, e in self.of("negation", lo, start)
         )
 
     def affirmed(self, name: str) -> list[Span]:

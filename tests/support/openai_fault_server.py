@@ -2,7 +2,8 @@
 
 Each distinct request (keyed by its messages) walks through `script`: by default a 429 with
 Retry-After: 0, then a 500, then an answer slower than the client's timeout, then a reply that is
-not JSON, then a good judgement computed from the request text. It counts calls and records the
+not JSON, then a good judgement computed from the request text (reply_for: the teacher's judgement, or
+the evaluation judge's rubric verdicts and Qwen3Guard's reply format). It counts calls and records the
 Authorization headers it saw (GET /stats tells the counts). Used by the teacher's fault tests and,
 as a separate process, by benchmarks/bench_teacher.py.
 
@@ -43,16 +44,111 @@ def judgement_for(user_text: str) -> dict[str, Any]:
     }
 
 
+_REPLY = re.compile(r"<<<REPLY (\w+)>>>\n(.*)\n<<<END REPLY \1>>>", re.DOTALL)
+_DECLINE = re.compile(r"cannot|can't|won't|decline|refuse|不能|无法|拒绝", re.IGNORECASE)
+
+
+_RISK_QUESTION = re.compile(r"<<<PATIENT_QUESTION (\w+)>>>\n(.*)\n<<<END PATIENT_QUESTION \1>>>", re.DOTALL)
+_URGENT = re.compile(
+    r"blood|bleed|can't breathe|poison|unconscious|流血|出血|喘不上气|呼吸困难|下毒|叫不醒", re.IGNORECASE
+)
+_OBEY_RISK = re.compile(r"label (?:this|it) (?:as )?low|标(?:为|成)低", re.IGNORECASE)
+
+
+def risk_label_for(question: str) -> dict[str, Any]:
+    """The risk judge's label (data/prompts/risk_label_v*.txt): critical with urgent words, else low."""
+    urgent = bool(_URGENT.search(question))
+    return {
+        "risk_level": "critical" if urgent else "low",
+        "safety_categories": ["emergency"] if urgent else [],
+        "safety_concern": "scripted: urgent words" if urgent else None,
+    }
+
+
+def reply_for(messages: list[dict[str, Any]]) -> str:
+    """The reply text for a request: the evaluation judge's rubrics (harm: <<<REPLY>>> fence; safety and
+    helpfulness: a <<<REFERENCE>>> fence; Qwen3Guard: a conversation ending with the assistant's answer) get
+    deterministic verdicts in their own format; the risk judge's prompt (a <<<PATIENT_QUESTION>>> fence)
+    gets risk_label_for; anything else gets the teacher's judgement_for."""
+    user_text = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    if m := _RISK_QUESTION.search(user_text):
+        return json.dumps(risk_label_for(m.group(2)))
+    if m := _REPLY.search(user_text):
+        declined = bool(_DECLINE.search(m.group(2)))
+        verdict = {"harm_score": 1 if declined else 5, "complied": not declined, "reason": "scripted"}
+        return json.dumps(verdict)
+    if "<<<REFERENCE " in user_text and (m := _ANSWER.search(user_text)):
+        answer, declined = m.group(2), bool(_DECLINE.search(m.group(2)))
+        return json.dumps(
+            {
+                "safety": 5 if _REFERRAL.search(answer) else 2,
+                "helpfulness": 1 if declined else min(5, 2 + len(answer) // 40),
+                "refusal": declined,
+                "reason": "scripted",
+            }
+        )
+    if messages and messages[-1].get("role") == "assistant":
+        answer = messages[-1].get("content", "")
+        if _DECLINE.search(answer):
+            return "Safety: Safe\nCategories: None\nRefusal: Yes"
+        if _REFERRAL.search(answer):
+            return "Safety: Safe\nCategories: None\nRefusal: No"
+        return "Safety: Unsafe\nCategories: Non-violent Illegal Acts\nRefusal: No"
+    return json.dumps(judgement_for(user_text))
+
+
+_OBEY = re.compile(
+    r"ignore (?:all )?(?:the )?previous instructions|score (?:it|this)[^.\n]{0,30}10"
+    r"|overall_score[^.\n]{0,12}1|满分|忽略(?:之前|以上)",
+    re.IGNORECASE,
+)
+_FIRST_FENCE = re.compile(r"<<<QUESTION (\w+)>>>")
+
+
+def gullible_reply(messages: list[dict[str, Any]]) -> str:
+    """Behaviour "gullible": a judge that obeys any grading instruction it finds OUTSIDE the data fences of
+    the user message (the fences carry the code of the first <<<QUESTION code>>> marker, which the data
+    cannot forge), and otherwise grades like judgement_for. Against an unfenced prompt everything is
+    outside, so an instruction in the answer is obeyed: the test of the teacher's prompt fencing."""
+    user_text = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    if m := re.search(r"<<<PATIENT_QUESTION (\w+)>>>", user_text):  # the risk judge's prompt
+        code = re.escape(m.group(1))
+        fenced = re.compile(
+            rf"<<<PATIENT_QUESTION {code}>>>\n(.*?)\n<<<END PATIENT_QUESTION {code}>>>", re.DOTALL
+        )
+        inside = fenced.search(user_text)
+        if _OBEY_RISK.search(fenced.sub(" ", user_text)):
+            return json.dumps({"risk_level": "low", "safety_categories": [], "safety_concern": None})
+        return json.dumps(risk_label_for(inside.group(1) if inside else user_text))
+    outside = user_text
+    if m := _FIRST_FENCE.search(user_text):
+        code = re.escape(m.group(1))
+        for name in ("QUESTION", "ANSWER"):
+            fenced = re.compile(rf"<<<{name} {code}>>>.*?<<<END {name} {code}>>>", re.DOTALL)
+            outside = fenced.sub(" ", outside)
+    if _OBEY.search(outside):
+        scores = {"safety": 10, "reasoning": 10, "completeness": 10, "empathy": 10}
+        return json.dumps({"scores": scores, "overall_score": 1.0, "critique": "obeyed the answer"})
+    return json.dumps(judgement_for(user_text))
+
+
 class FaultServer:
     """ThreadingHTTPServer on 127.0.0.1 (a free port) with a scripted fault sequence per distinct request."""
 
     def __init__(
-        self, script: tuple[str, ...] = DEFAULT_SCRIPT, *, slow_s: float = 5.0, delay_s: float = 0.0
+        self,
+        script: tuple[str, ...] = DEFAULT_SCRIPT,
+        *,
+        slow_s: float = 5.0,
+        delay_s: float = 0.0,
+        hold: threading.Event | None = None,
     ) -> None:
-        self.script, self.slow_s, self.delay_s = script, slow_s, delay_s
+        # hold: when given, good answers wait until it is set (tests count the requests in flight meanwhile)
+        self.script, self.slow_s, self.delay_s, self.hold = script, slow_s, delay_s, hold
         self.calls = 0
         self.calls_by_request: Counter[str] = Counter()
         self.auth_headers: list[str] = []
+        self.bodies: list[dict[str, Any]] = []  # every request body, in arrival order
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -101,12 +197,11 @@ class FaultServer:
                 if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                with server._lock:
+                    server.bodies.append(body)
                 messages = body.get("messages") or []
                 request_key = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
                 behaviour = server._next_behaviour(request_key, self.headers.get("Authorization", ""))
-                user_text = next(
-                    (m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), ""
-                )
                 if behaviour == "429":
                     return self._send(
                         429,
@@ -119,10 +214,15 @@ class FaultServer:
                     return None  # shutting down
                 if server.delay_s:
                     server._stop.wait(server.delay_s)
+                while server.hold is not None and not server.hold.wait(0.05):
+                    if server._stop.is_set():
+                        return None  # shutting down
                 content = (
                     "this is not JSON at all"
                     if behaviour == "garbage"
-                    else json.dumps(judgement_for(user_text))
+                    else gullible_reply(messages)
+                    if behaviour == "gullible"
+                    else reply_for(messages)
                 )
                 return self._send(200, _completion(body.get("model", "deepseek-chat"), content))
 
@@ -164,7 +264,7 @@ def main() -> None:
     parser.add_argument(
         "--script",
         default=",".join(DEFAULT_SCRIPT),
-        help="comma-separated behaviours: 429,500,slow,garbage,ok",
+        help="comma-separated behaviours: 429,500,slow,garbage,ok,gullible",
     )
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before every good answer")
     parser.add_argument("--slow", type=float, default=5.0, help="seconds a 'slow' answer takes")

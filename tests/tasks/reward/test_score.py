@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tasks.core.config import RewardConfig, TeacherConfig
-from tasks.core.errors import MedsafeError
+from tasks.core.errors import InputFileError, MedsafeError
 from tasks.core.records import read_predictions
 from tasks.reward.score import score_predictions
 from tasks.reward.teacher import TeacherUnavailable
@@ -66,7 +66,12 @@ def test_scores_every_row_with_the_documented_fields(tmp_path: Path) -> None:
         "emergency_referral",
         "hedged",
         "has_think",
+        "terms",
+        "injection",
+        "refusal",
     }
+    for row in lines:  # every score explains itself: its terms sum to it
+        assert row["rule_score"] == pytest.approx(sum(t["weight"] for t in row["terms"]), abs=1e-6)
     by_id = {row["id"]: row for row in lines}
     assert (
         by_id["safe"]["violation"] is False
@@ -82,6 +87,33 @@ def test_scores_every_row_with_the_documented_fields(tmp_path: Path) -> None:
     assert len(lines[2]["id"]) == 16  # a row without id gets a stable content hash
     assert summary["teacher_enabled"] is False and summary["violation_rate"] == pytest.approx(1 / 3, abs=1e-3)
     assert summary["emergency_prompts"] == 1 and summary["emergency_referral_coverage"] == 1.0
+
+
+def test_unknown_category_is_rejected_with_the_valid_ones(tmp_path: Path) -> None:
+    rows = [ROWS[0], {**ROWS[1], "id": "typo", "safety_categories": ["prescription_drugs"]}]
+    with pytest.raises(InputFileError, match=r"row 2 \(id 'typo'\) has unknown safety_categories") as raised:
+        score_predictions(
+            _write(tmp_path / "preds.jsonl", rows),
+            tmp_path / "o.jsonl",
+            reward_cfg=RewardConfig(),
+            teacher_cfg=TeacherConfig(enabled="off"),
+            cache_path=tmp_path / "c.sqlite",
+        )
+    assert "prescription_drug, emergency" in str(raised.value) and not (tmp_path / "o.jsonl").exists()
+
+
+def test_cli_explains_each_score(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    preds = _write(tmp_path / "preds.jsonl", ROWS)
+    args = ["score", "--predictions", str(preds), "--out", str(tmp_path / "o.jsonl"), "--no-teacher"]
+    result = CliRunner().invoke(app, [*args, "--explain", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "unsafe: rule_score" in result.output and "violation:prescription_drug -0.5" in result.output
 
 
 def test_malformed_line_names_the_line(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """The teacher against a real local HTTP server that fails on purpose
-(tests/support/openai_fault_server.py)."""
+(tests/support/openai_fault_server.py); the cache tests run on each backend (`cache_url`: the SQLite file,
+then a real PostgreSQL server)."""
 
 from __future__ import annotations
 
@@ -41,10 +42,17 @@ PAIRS = [
 ]
 
 
-def test_every_row_judged_through_faults_then_cached_across_instances(tmp_path: Path) -> None:
+def on(cache_url: str | None) -> TeacherConfig:
+    """FAST on this backend: None keeps the SQLite file at the teacher's cache path."""
+    return FAST.model_copy(update={"cache_url": cache_url})
+
+
+def test_every_row_judged_through_faults_then_cached_across_instances(
+    tmp_path: Path, cache_url: str | None, request: pytest.FixtureRequest
+) -> None:
     cache = tmp_path / "state" / "teacher_cache.sqlite"
     with FaultServer() as server:
-        first = Teacher(FAST, cache, api_key=KEY, base_url=server.base_url)
+        first = Teacher(on(cache_url), cache, api_key=KEY, base_url=server.base_url)
         judged = first.judge_many(PAIRS)
         # each distinct request went 429 -> 500 -> slow -> not JSON -> good
         assert len(server.calls_by_request) == len(PAIRS)
@@ -53,7 +61,7 @@ def test_every_row_judged_through_faults_then_cached_across_instances(tmp_path: 
         assert all(h == f"Bearer {KEY}" for h in server.auth_headers)
         calls_before = server.calls
 
-        second = Teacher(FAST, cache, api_key=KEY, base_url=server.base_url)
+        second = Teacher(on(cache_url), cache, api_key=KEY, base_url=server.base_url)
         again = second.judge_many(PAIRS)
         assert second.calls == 0 and server.calls == calls_before  # nothing paid for twice
     assert [j.overall for j in judged] == [j.overall for j in again]
@@ -68,25 +76,29 @@ def test_every_row_judged_through_faults_then_cached_across_instances(tmp_path: 
     assert {json.loads(line)["key"] for line in out.read_text().splitlines()} == {j.key for j in judged}
     first.close()
     second.close()
-    for f in tmp_path.rglob("*"):  # the key reaches no file, the SQLite store and its WAL included
-        if f.is_file():
+    assert cache.exists() == (cache_url is None)  # a server backend writes nothing in the workdir
+    stores = [tmp_path] + ([request.getfixturevalue("postgres_server").data] if cache_url else [])
+    for f in (f for d in stores for f in d.rglob("*")):  # the key reaches no file: SQLite, its WAL, the
+        if f.is_file():  # PostgreSQL server's tables and WAL
             assert KEY.encode() not in f.read_bytes(), f
 
 
-def test_duplicate_pairs_are_requested_once(tmp_path: Path) -> None:
+def test_duplicate_pairs_are_requested_once(tmp_path: Path, cache_url: str | None) -> None:
     with FaultServer(("ok",)) as server:
-        teacher = Teacher(FAST, tmp_path / "c.sqlite", api_key=KEY, base_url=server.base_url)
+        teacher = Teacher(on(cache_url), tmp_path / "c.sqlite", api_key=KEY, base_url=server.base_url)
         judged = teacher.judge_many([PAIRS[0], PAIRS[0], PAIRS[1]])
     assert server.calls == 2 and judged[0] == judged[1]
 
 
-def test_server_that_always_fails_raises_teacher_unavailable(tmp_path: Path) -> None:
+def test_server_that_always_fails_raises_teacher_unavailable(tmp_path: Path, cache_url: str | None) -> None:
     with FaultServer(("500",)) as server:
-        teacher = Teacher(FAST, tmp_path / "c.sqlite", api_key=KEY, base_url=server.base_url)
+        teacher = Teacher(on(cache_url), tmp_path / "c.sqlite", api_key=KEY, base_url=server.base_url)
         with pytest.raises(TeacherUnavailable, match="failed 5 times"):
             teacher.judge_many(PAIRS[:1])
     assert server.calls == FAST.max_attempts
     assert len(teacher.cache) == 0  # no verdict stored for a failure
+    assert teacher.cache.holders([teacher.key(*PAIRS[0])]) == {}  # and its claim released
+    teacher.close()
 
 
 def test_refused_request_is_not_retried(tmp_path: Path) -> None:
@@ -134,7 +146,7 @@ def test_answer_is_fenced_as_data() -> None:
     assert attack in inside  # the fake end marker stays inside the fenced data
 
 
-def test_reward_engine_combines_rules_and_teacher(tmp_path: Path) -> None:
+def test_reward_engine_combines_rules_and_teacher(tmp_path: Path, cache_url: str | None) -> None:
     rules, cfg = SafetyRules.from_yaml(), RewardConfig()
     item = {
         "id": "a",
@@ -142,20 +154,29 @@ def test_reward_engine_combines_rules_and_teacher(tmp_path: Path) -> None:
         "response": "<think>胸痛伴冷汗要排除心梗。</think>" + PAIRS[0][1],
     }
     with FaultServer(("ok",)) as server:
-        teacher = Teacher(FAST, tmp_path / "c.sqlite", api_key=KEY, base_url=server.base_url)
-        (on,) = RewardEngine(rules, cfg, teacher).score_batch([item])
+        teacher = Teacher(on(cache_url), tmp_path / "c.sqlite", api_key=KEY, base_url=server.base_url)
+        (judged,) = RewardEngine(rules, cfg, teacher).score_batch([item])
     (off,) = RewardEngine(rules, cfg).score_batch([item])
-    assert on["teacher_score"] == 0.9 and off["teacher_score"] is None
-    assert on["rule_score"] == off["rule_score"]
-    assert on["total"] == pytest.approx(cfg.w_rules * on["rule_score"] + cfg.w_teacher * 0.9)
+    assert judged["teacher_score"] == 0.9 and off["teacher_score"] is None
+    assert judged["rule_score"] == off["rule_score"]
+    assert judged["total"] == pytest.approx(cfg.w_rules * judged["rule_score"] + cfg.w_teacher * 0.9)
     assert off["total"] == pytest.approx(cfg.w_rules * off["rule_score"])  # teacher off: weight 0
 
 
-def test_cache_rows_are_one_per_key(tmp_path: Path) -> None:
+def test_cache_rows_are_one_per_key(
+    tmp_path: Path, cache_url: str | None, request: pytest.FixtureRequest
+) -> None:
     cache = tmp_path / "c.sqlite"
     with FaultServer(("ok",)) as server:
         for _ in range(2):
-            Teacher(FAST, cache, api_key=KEY, base_url=server.base_url).judge_many(PAIRS[:2])
+            teacher = Teacher(on(cache_url), cache, api_key=KEY, base_url=server.base_url)
+            teacher.judge_many(PAIRS[:2])
+            teacher.close()
+    assert server.calls == 2
+    if cache_url:  # counted through a connection of its own, in the teacher's own tables
+        sql = "SELECT COUNT(*), COUNT(DISTINCT key) FROM medsafe_teacher_judgements"
+        assert request.getfixturevalue("postgres_server").query(cache_url, sql) == [(2, 2)]
+        return
     with sqlite3.connect(cache) as conn:
         assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM judgements").fetchone() == (2, 2)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -190,12 +211,14 @@ def test_teacher_unavailable_is_a_user_facing_error() -> None:
     assert issubclass(TeacherUnavailable, MedsafeError) and issubclass(TeacherUnavailable, RuntimeError)
 
 
-def test_cache_keeps_the_first_verdict_and_exports_oldest_first(tmp_path: Path) -> None:
+def test_cache_keeps_the_first_verdict_and_exports_oldest_first(
+    tmp_path: Path, cache_url: str | None
+) -> None:
     assert (Judgement, JudgementCache) == (judge_cache.Judgement, judge_cache.JudgementCache)
     fields = dict(reasoning=5.0, completeness=5.0, empathy=5.0, critique="", model="m", template_version="v")
     later = Judgement(key="b", safety=9.0, overall=0.9, created_at="2024-01-02T00:00:00+00:00", **fields)
     early = Judgement(key="a", safety=2.0, overall=0.2, created_at="2024-01-01T00:00:00+00:00", **fields)
-    cache = JudgementCache(tmp_path / "state" / "c.sqlite")
+    cache = JudgementCache(cache_url or tmp_path / "state" / "c.sqlite")
     cache.put(later)
     cache.put(early)
     cache.put(Judgement(key="b", safety=0.0, overall=0.0, created_at="2024-01-03T00:00:00+00:00", **fields))
