@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.core.records import LANGS, RISK_LEVELS, SAFETY_CATEGORIES
+from tasks.core.records import LANGS, RISK_CATEGORIES, RISK_LEVELS
+from tasks.risk.acuity import AcuityScorer
 from tasks.risk.lexicon import DEFAULT_LEXICON, SEVERITY_RANK, Lexicon, TermGroup, load_lexicon, normalize
 from tasks.risk.term_matcher import TermMatcher
 
@@ -27,7 +28,7 @@ _MARKER = re.compile(r"([a-f])(?<![a-z0-9][a-f])\s?[.、:)]")
 _FIRST_MARKER = re.compile(r"a(?<![a-z0-9]a)\s?[.、:)]")  # options begin at an "a" marker
 _THIRD_MARKER = re.compile(r"c(?<![a-z0-9]c)\s?[.、:)]")  # and need a "c" marker after it
 _WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
-_CATEGORY_RANK = {c: len(SAFETY_CATEGORIES) - i for i, c in enumerate(SAFETY_CATEGORIES)}
+_CATEGORY_RANK = {c: len(RISK_CATEGORIES) - i for i, c in enumerate(RISK_CATEGORIES)}
 
 
 def options_start(norm: str) -> int:
@@ -67,6 +68,8 @@ class RiskClassifier:
     def __init__(self, lexicon: Lexicon) -> None:
         self.lexicon = lexicon
         self._matchers = {lang: TermMatcher(lexicon, lang) for lang in LANGS}
+        # the acuity of a patient's own words (tasks/risk/acuity.py), read on the question only
+        self._acuity = {lang: AcuityScorer(lexicon.acuity, lang) for lang in LANGS} if lexicon.acuity else {}
         # groups whose evidence changes inside answer options (see _item)
         self._option_sensitive = frozenset(
             g.name for g in lexicon.groups if g.category or SEVERITY_RANK[g.severity] > _MEDIUM
@@ -76,9 +79,19 @@ class RiskClassifier:
             for kind in {g.kind for g in lexicon.groups}
         }
         self._concern_keys = frozenset(lexicon.concerns)
+        # kinds whose context evidence can raise a level above low: a low kind without a category (a
+        # request frame, a symptom word waiting for a severity cue) never changes a label from the context
+        self._raising_kinds = frozenset(
+            g.kind for g in lexicon.groups if g.category or SEVERITY_RANK[g.severity] >= _MEDIUM
+        )
         self._templated_kinds = self._concern_keys.intersection(self._group_names)
         self._kind_groups: dict[frozenset[str], tuple[frozenset[str], frozenset[str]]] = {}  # _context_groups
         self._combinations = [(combo, frozenset(combo.requires[0])) for combo in lexicon.combinations]
+        # the combinations each kind can open (its first slot), to try only those a text can complete
+        self._opened_by: dict[str, tuple[int, ...]] = {}
+        for i, (_, first) in enumerate(self._combinations):
+            for kind in first:
+                self._opened_by[kind] = (*self._opened_by.get(kind, ()), i)
         # what a hit of each group gives, outside and inside answer options: (field, value, severity,
         # strength)
         self._items = {
@@ -90,7 +103,24 @@ class RiskClassifier:
         return cls(load_lexicon(Path(path) if path else DEFAULT_LEXICON))
 
     def classify(self, text: str, lang: str) -> RiskLabel:
-        return self._label(self._evidence(normalize(text or "", lang), lang), lang)
+        norm = normalize(text or "", lang)
+        return self._label(self._with_acuity(self._evidence(norm, lang), norm, lang), lang)
+
+    def _with_acuity(self, evidence: list[dict[str, str]], norm: str, lang: str) -> list[dict[str, str]]:
+        """The question's evidence, with an `emergency` item first when the acuity of its words reaches a
+        level above the lexicon's (the item's term names the cues, "blood+ear+fell")."""
+        scorer = self._acuity.get(lang)
+        top = SEVERITY_RANK[evidence[0]["severity"]] if evidence else 0
+        if scorer is None or top >= SEVERITY_RANK["critical"]:
+            return evidence
+        acuity = scorer.score(norm)
+        if acuity.level is None or top >= SEVERITY_RANK[acuity.level]:
+            return evidence
+        term = "+".join(
+            dict.fromkeys(cue.split(":", 1)[1] for cue in acuity.cues if cue.split(":", 1)[0] != "dampener")
+        )
+        item = {"term": term, "category": "emergency", "severity": acuity.level}
+        return sorted([item, *evidence], key=_strength, reverse=True)
 
     def _evidence(
         self, norm: str, lang: str, combine: bool = True, groups: frozenset[str] | None = None
@@ -117,9 +147,8 @@ class RiskClassifier:
                 first_term.setdefault(group.kind, term)
         if not combine:
             return list(evidence.values())
-        for combo, first_slot in self._combinations:
-            if first_term.keys().isdisjoint(first_slot):  # the usual case, decided fast
-                continue
+        opened = {i for kind in first_term for i in self._opened_by.get(kind, ())}
+        for combo, _ in (self._combinations[i] for i in sorted(opened)) if opened else ():
             found = [next((first_term[k] for k in slot if k in first_term), None) for slot in combo.requires]
             if all(found):
                 key = ("+".join(found), combo.name)
@@ -130,7 +159,7 @@ class RiskClassifier:
     def _label(self, evidence: list[dict[str, str]], lang: str) -> RiskLabel:
         level = evidence[0]["severity"] if evidence else "low"  # evidence comes strongest first
         found = {e.get("category") for e in evidence}
-        categories = [c for c in SAFETY_CATEGORIES if c in found]
+        categories = [c for c in RISK_CATEGORIES if c in found]
         return RiskLabel(
             level, categories, self._concern(evidence, lang) if level != "low" else None, evidence
         )
@@ -151,7 +180,8 @@ class RiskClassifier:
         up to medium, because a reference answer's differential ("if chest pain, call 120") describes
         the answer, not the risk of the prompt the model will be given. weak_evidence=False reads the
         context only for what can change level, categories or concern (the evidence then lacks the rest)."""
-        primary = self._evidence(normalize(question or "", lang), lang)
+        question_norm = normalize(question or "", lang)
+        primary = self._with_acuity(self._evidence(question_norm, lang), question_norm, lang)
         kinds = None if weak_evidence else self._deciding_kinds(primary)
         if kinds is not None and not kinds:
             return self._label(primary, lang)
@@ -184,20 +214,21 @@ class RiskClassifier:
         return self._kind_groups[kinds]
 
     def _deciding_kinds(self, primary: list[dict[str, str]]) -> frozenset[str] | None:
-        """The kinds whose context evidence can still change level or concern (None: any kind).
+        """The kinds whose context evidence can still change level or concern.
 
-        Context adds kinds at most medium, placed after the question's equals: with the level at
-        least medium, only the concern can change - through templated kinds when the question has
-        no templated evidence, or through the concern's own kind while it has fewer than three terms.
+        Context adds kinds at most medium, placed after the question's equals: below medium, any kind
+        that can raise the level (a low kind cannot); with the level at least medium, only the concern
+        can change - through templated kinds when the question has no templated evidence, or through
+        the concern's own kind while it has fewer than three terms.
         """
         if not primary or SEVERITY_RANK[primary[0]["severity"]] < _MEDIUM:
-            return None
+            return self._raising_kinds
         keys = [e.get("category") or e.get("kind") for e in primary]
         top = next((i for i, key in enumerate(keys) if key in self._concern_keys), None)
         if top is None:
             return self._templated_kinds
         if SEVERITY_RANK[primary[top]["severity"]] < _MEDIUM:
-            return None
+            return self._raising_kinds
         if keys[top] not in self._group_names:  # a category: context evidence is never one
             return frozenset()
         same = sum(
@@ -278,7 +309,7 @@ def risk_distribution(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "total": total,
         "counts": {level: levels.get(level, 0) for level in RISK_LEVELS},
         "shares": {level: round(levels.get(level, 0) / total, 4) if total else 0.0 for level in RISK_LEVELS},
-        "categories": {c: categories.get(c, 0) for c in SAFETY_CATEGORIES},
+        "categories": {c: categories.get(c, 0) for c in RISK_CATEGORIES},
     }
 
 

@@ -19,8 +19,9 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tasks.core.records import LANGS, RISK_LEVELS, SAFETY_CATEGORIES
+from tasks.core.records import LANGS, RISK_CATEGORIES, RISK_LEVELS
 from tasks.core.workdir import ASSETS_DIR
+from tasks.risk.acuity import AcuityRules
 
 DEFAULT_LEXICON = ASSETS_DIR / "rules" / "risk_lexicon.yaml"
 SEVERITY_RANK = {level: len(RISK_LEVELS) - i for i, level in enumerate(RISK_LEVELS)}  # critical=4 .. low=1
@@ -41,8 +42,8 @@ class NegationRules(_Strict):
 
 
 def _known_category(value: str) -> str:
-    if value not in SAFETY_CATEGORIES:
-        raise ValueError(f"unknown category {value!r}; use one of {', '.join(SAFETY_CATEGORIES)}")
+    if value not in RISK_CATEGORIES:
+        raise ValueError(f"unknown category {value!r}; use one of {', '.join(RISK_CATEGORIES)}")
     return value
 
 
@@ -69,6 +70,20 @@ class TermGroup(_Strict):
     severity: Severity
     category: Category | None = None
     negation: Literal["all", "clinical", "none"] = "all"
+    contains: bool = Field(
+        True,
+        description=(
+            "Whether a hit drops shorter hits inside it that rank no higher (the drug inside 'took a bottle "
+            "of pills'); false for phrases whose words (a drug, a person) should still count on their own."
+        ),
+    )
+    keep_inside: bool = Field(
+        False,
+        description=(
+            "Hits stay even inside a longer hit: a frame word ('Prioritize ...', 'how can a doctor') that "
+            "is also the first word of an act still counts for a combination."
+        ),
+    )
     zh: list[str] = Field(default_factory=list)
     en: list[str] = Field(default_factory=list)
     patterns: dict[Lang, list[str]] = Field(
@@ -104,6 +119,7 @@ class Lexicon(_Strict):
     groups: list[TermGroup] = Field(min_length=1)
     combinations: list[Combination] = Field(default_factory=list)
     concerns: dict[str, dict[Lang, str]]
+    acuity: AcuityRules | None = Field(default=None, description="Cue classes scored on a patient's words.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Lexicon:
@@ -117,7 +133,7 @@ class Lexicon(_Strict):
         for combo in self.combinations:
             if unknown := sorted({k for slot in combo.requires for k in slot} - kinds):
                 raise ValueError(f"combination {combo.name!r} requires unknown kind(s) {unknown}")
-        for key in SAFETY_CATEGORIES:
+        for key in RISK_CATEGORIES:
             if key not in self.concerns:
                 raise ValueError(f"concerns has no text for category {key!r}")
         for key, texts in self.concerns.items():
@@ -191,6 +207,16 @@ def literal_prefixes(regex: re.Pattern[str]) -> list[str] | None:
     strings = {s[:_PREFIX_LEN] for s in strings}
     # a string that extends another adds nothing: every match it begins also begins with the shorter one
     return sorted(s for s in strings if not any(s != t and s.startswith(t) for t in strings))
+
+
+def anchored_at_start(regex: re.Pattern[str]) -> bool:
+    """Whether every match of `regex` begins at the start of the text (a leading ^ without MULTILINE)."""
+    if regex.flags & re.MULTILINE:
+        return False
+    items = list(sre_parser.parse(regex.pattern, regex.flags))
+    return (
+        bool(items) and items[0][0] is sre.AT and items[0][1] in (sre.AT_BEGINNING, sre.AT_BEGINNING_STRING)
+    )
 
 
 def whole_matches(regex: re.Pattern[str]) -> set[str] | None:

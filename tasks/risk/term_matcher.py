@@ -17,13 +17,23 @@ from operator import itemgetter
 
 import ahocorasick
 
-from tasks.risk.lexicon import SEVERITY_RANK, Lexicon, TermGroup, literal_prefixes, normalize, whole_matches
+from tasks.risk.lexicon import (
+    SEVERITY_RANK,
+    Lexicon,
+    TermGroup,
+    anchored_at_start,
+    literal_prefixes,
+    normalize,
+    whole_matches,
+)
 
 _LOOK_BACK = 80  # characters before a hit in which a negation cue is looked for
 _NOT_IN_WORD = re.compile(r"[^\w']|_")  # what splits en words for negation: not a letter, digit or '
 
-# A hit before containment: (start, end, rank, key, groups); an exclusion has no groups.
-Hit = tuple[int, int, int, str, tuple[TermGroup, ...]]
+# A hit before containment: (start, end, rank, key, groups, container rank); an exclusion has no groups.
+# rank: how strong the hit is when another may contain it; container rank: how strong it is when it
+# contains another (0 for groups that contain nothing, see TermGroup.contains).
+Hit = tuple[int, int, int, str, tuple[TermGroup, ...], int]
 
 
 class TermMatcher:
@@ -39,12 +49,25 @@ class TermMatcher:
         for phrase in lexicon.exclusions.get(lang, []):
             table.setdefault(normalize(phrase, lang), [])
         self.patterns = [
-            (self._compile(p), (g,), _rank([g])) for g in lexicon.groups for p in g.patterns.get(lang, [])
+            (self._compile(p), (g,), _rank([g]), _container_rank([g]))
+            for g in lexicon.groups
+            for p in g.patterns.get(lang, [])
         ]
-        self.patterns += [(self._compile(p), (), _rank([])) for p in lexicon.exclusion_patterns.get(lang, [])]
+        self.patterns += [
+            (self._compile(p), (), _rank([]), _container_rank([]))
+            for p in lexicon.exclusion_patterns.get(lang, [])
+        ]
         self.group_ranks = {g.name: _rank([g]) for g in lexicon.groups}
-        self.pattern_texts = [whole_matches(rx) for rx, _, _ in self.patterns]  # None: too many to list
-        prefixes, self.scan_everywhere = _pattern_prefixes([rx for rx, _, _ in self.patterns])
+        self.keep_inside = frozenset(g.name for g in lexicon.groups if g.keep_inside)
+        self.pattern_texts = [whole_matches(rx) for rx, *_ in self.patterns]  # None: too many to list
+        # patterns that match only at the text's start ("^(?:draft|write) ..."): tried there alone, so
+        # their prefixes (short verbs, found inside every other word) stay out of the automaton
+        self.anchored = tuple(i for i, (rx, *_) in enumerate(self.patterns) if anchored_at_start(rx))
+        prefixes, self.scan_everywhere = _pattern_prefixes(
+            [None if i in self.anchored else rx for i, (rx, *_) in enumerate(self.patterns)]
+        )
+        # what an anchored pattern's match begins with (None: anything), checked before trying it
+        self.anchored_heads = {i: _heads(self.patterns[i][0]) for i in self.anchored}
         self.ignore = [normalize(p, lang) for p in self.rules.ignore]
         # finds any ignored phrase: most clauses hold none, and then need no replacing
         self.ignored = re.compile("|".join(map(re.escape, self.ignore))) if self.ignore else None
@@ -61,14 +84,19 @@ class TermMatcher:
         ends = "，。；！？,.;!?：:\n" if lang == "zh" else ".;!?:\n"
         self.clause_end = re.compile(f"[{re.escape(ends)}]")
         # one automaton for terms, pattern prefixes and cues; value: (length, key, groups or None when
-        # no term, rank, indices of the patterns it begins, negation modes it is a cue of)
+        # no term, rank, container rank, indices of the patterns it begins, negation modes it is a cue of)
         self.entries = {}
         for key in {**table, **prefixes, **{cue: None for strings in cues.values() for cue in strings}}:
             groups, modes = table.get(key), tuple(mode for mode, strings in cues.items() if key in strings)
-            term = (tuple(groups), _rank(groups)) if groups is not None else (None, 0)
+            term = (
+                (tuple(groups), _rank(groups), _container_rank(groups))
+                if groups is not None
+                else (None, 0, 0)
+            )
             self.entries[key] = (len(key), key, *term, prefixes.get(key, ()), modes)
         self.automaton = _automaton(self.entries)
         self._cut: dict[frozenset[str], ahocorasick.Automaton | None] = {}  # see _automaton_for
+        self._cut_anchored: dict[frozenset[str], tuple[int, ...]] = {}  # the anchored patterns it keeps
 
     def _compile(self, pattern: str) -> re.Pattern[str]:
         """en patterns end at a word end (a plural s/es allowed) whatever order their alternatives take;
@@ -79,17 +107,26 @@ class TermMatcher:
         """(start, term, group) found in a normalized text, after boundaries, exclusions, containment
         and negation; only the named groups' hits when `groups` is given (all hits still contain)."""
         automaton = self.automaton if groups is None else self._automaton_for(groups)
-        terms, starts, cues = self._scan(norm, automaton)
+        terms, starts, cues = self._scan(
+            norm, automaton, None if groups is None else self._cut_anchored[groups]
+        )
         patterns = self._pattern_spans(norm, starts) if starts or self.scan_everywhere else []
-        if patterns and groups is not None and any(g.name in groups for *_, gs in patterns for g in gs):
+        if patterns and groups is not None and any(g.name in groups for *_, gs, _ in patterns for g in gs):
             # what may contain a match of their patterns is not known in advance: scan with everything
             terms, starts, _ = self._scan(norm, self.automaton)
             patterns = self._pattern_spans(norm, starts)
         found = terms + patterns if patterns else terms
         if self.lang == "en" and found:
             found = _whole_words(norm, found)
+        if len(found) > 1:
+            kept = _drop_contained(found)  # sorts `found` by start too
+            if self.keep_inside and len(kept) < len(found):  # keep-inside hits survive containment
+                inside = set(map(id, kept))
+                keep = self.keep_inside
+                kept = [h for h in found if id(h) in inside or (h[4] and all(g.name in keep for g in h[4]))]
+            found = kept
         out = []
-        for start, _, _, key, hit_groups in _drop_contained(found) if len(found) > 1 else found:
+        for start, _, _, key, hit_groups, _ in found:
             for group in hit_groups:
                 if groups is not None and group.name not in groups:
                     continue
@@ -116,38 +153,46 @@ class TermMatcher:
             texts = self.pattern_texts
             kept = {
                 i
-                for i, (_, gs, rank) in enumerate(self.patterns)
+                for i, (_, gs, _, contains) in enumerate(self.patterns)
                 if any(g.name in groups for g in gs)
-                or (rank >= low and (texts[i] is None or any(map(holds_own, texts[i]))))
+                or (contains >= low and (texts[i] is None or any(map(holds_own, texts[i]))))
             }
             cut = {}
-            for key, (n, _, term_groups, rank, patterns, modes) in self.entries.items():
+            for key, (n, _, term_groups, rank, contains, patterns, modes) in self.entries.items():
                 patterns = tuple(i for i in patterns if i in kept)
-                if term_groups is not None and not (rank >= low and holds_own(key)):
+                if term_groups is not None and key not in own and not (contains >= low and holds_own(key)):
                     term_groups = None  # cannot contain their hits: at most a prefix or a cue here
                 if term_groups is not None or patterns or modes:
-                    cut[key] = (n, key, term_groups, rank, patterns, modes)
+                    cut[key] = (n, key, term_groups, rank, contains, patterns, modes)
             self._cut[groups] = _automaton(cut)
+            self._cut_anchored[groups] = tuple(i for i in self.anchored if i in kept)
         return self._cut[groups]
 
     def _scan(
-        self, norm: str, automaton: ahocorasick.Automaton | None
+        self, norm: str, automaton: ahocorasick.Automaton | None, anchored: tuple[int, ...] | None = None
     ) -> tuple[list[Hit], dict[int, list[int]], dict[str, list[int]]]:
         """One automaton pass: the term hits, where each pattern's literal prefixes begin, and where
-        each negation mode's cues end (en: not where a letter or digit follows one, as \\b rules out)."""
+        each negation mode's cues end (en: not where a letter or digit follows one, as \\b rules out).
+        Anchored patterns (all of them, or those given) begin at 0 or nowhere."""
         found: list[Hit] = []
         starts: dict[int, list[int]] = {}
         cues: dict[str, list[int]] = {}
         en = self.lang == "en"
-        for end, (n, key, groups, rank, patterns, modes) in automaton.iter(norm) if automaton else ():
+        for end, (n, key, groups, rank, contains, patterns, modes) in (
+            automaton.iter(norm) if automaton else ()
+        ):
             if groups is not None:
-                found.append((end - n + 1, end + 1, rank, key, groups))
+                found.append((end - n + 1, end + 1, rank, key, groups, contains))
             if patterns:  # this and cues are rarer than terms
                 for i in patterns:
                     starts.setdefault(i, []).append(end - n + 1)
             if modes and not (en and key[-1].isalnum() and norm[end + 1 : end + 2].isalnum()):
                 for mode in modes:
                     cues.setdefault(mode, []).append(end + 1)
+        for i in self.anchored if anchored is None else anchored:
+            heads = self.anchored_heads[i]
+            if heads is None or norm.startswith(heads):
+                starts[i] = [0]
         return found, starts, cues
 
     def _pattern_spans(self, norm: str, starts: dict[int, list[int]]) -> list[Hit]:
@@ -157,7 +202,7 @@ class TermMatcher:
         it is looked for too - unless no word start follows it among the pattern's prefixes."""
         spans = []
         for i in sorted(starts.keys() | self.scan_everywhere if self.scan_everywhere else starts):
-            regex, groups, rank = self.patterns[i]
+            regex, groups, rank, contains = self.patterns[i]
             if i in self.scan_everywhere:
                 matches: Iterable[re.Match[str]] = regex.finditer(norm)
             else:
@@ -167,7 +212,7 @@ class TermMatcher:
                     while candidates and candidates[-1] > 0 and norm[candidates[-1] - 1].isalnum():
                         candidates.pop()
                 matches = _matches_at(regex, norm, candidates)
-            spans += [(m.start(), m.end(), rank, m.group(0), groups) for m in matches]
+            spans += [(m.start(), m.end(), rank, m.group(0), groups, contains) for m in matches]
         return spans
 
     def _negated(self, norm: str, start: int, mode: str) -> bool:
@@ -208,12 +253,19 @@ def _rank(groups: Iterable[TermGroup]) -> int:
     return max((SEVERITY_RANK[g.severity] for g in groups), default=99)
 
 
+def _container_rank(groups: Iterable[TermGroup]) -> int:
+    """The rank a hit has as a container: that of its groups that contain (0: none does); 99 for an
+    exclusion."""
+    groups = list(groups)
+    return _rank(g for g in groups if g.contains) if any(g.contains for g in groups) or not groups else 0
+
+
 def _whole_words(norm: str, found: list[Hit]) -> list[Hit]:
     """The en hits that start at a word start, each extended over a plural s/es to its word end."""
     size = len(norm)
     return [
-        (start, stop, rank, key, groups)
-        for start, end, rank, key, groups in found
+        (start, stop, rank, key, groups, contains)
+        for start, end, rank, key, groups, contains in found
         if not (start > 0 and norm[start - 1].isalnum())
         and (stop := end if end == size or not norm[end].isalnum() else _word_stop(norm, end)) >= 0
     ]
@@ -244,9 +296,10 @@ def _drop_contained(hits: list[Hit]) -> list[Hit]:
 
 
 def _contained(hit: Hit, before: list[Hit]) -> bool:
-    """Whether a hit that starts no later is longer, ends no sooner and ranks at least as high."""
+    """Whether a hit that starts no later is longer, ends no sooner and, as a container, ranks at least as
+    high."""
     start, end, rank = hit[0], hit[1], hit[2]
-    return any(other[1] >= end and other[1] - other[0] > end - start and other[2] >= rank for other in before)
+    return any(other[1] >= end and other[1] - other[0] > end - start and other[5] >= rank for other in before)
 
 
 # ---- patterns tried only where one of their literal prefixes begins ----------------------------------
@@ -262,12 +315,21 @@ def _matches_at(regex: re.Pattern[str], text: str, starts: list[int]) -> list[re
     return matches
 
 
-def _pattern_prefixes(patterns: list[re.Pattern[str]]) -> tuple[dict[str, tuple[int, ...]], set[int]]:
+def _heads(regex: re.Pattern[str]) -> tuple[str, ...] | None:
+    prefixes = literal_prefixes(regex)
+    return tuple(prefixes) if prefixes else None
+
+
+def _pattern_prefixes(
+    patterns: list[re.Pattern[str] | None],
+) -> tuple[dict[str, tuple[int, ...]], set[int]]:
     """The patterns' literal prefixes (each with the indices of the patterns it begins), and the
     patterns without such prefixes, which must be searched at every position."""
     table: dict[str, list[int]] = {}
     everywhere = set()
     for i, regex in enumerate(patterns):
+        if regex is None:  # tried elsewhere (anchored at the start)
+            continue
         prefixes = literal_prefixes(regex)
         if prefixes is None:
             everywhere.add(i)

@@ -201,7 +201,9 @@ def test_pattern_spans_equal_finditer_on_samples_and_noise() -> None:
     for text, lang in _sample_texts() + noise:
         matcher = matchers[lang]
         expected = [
-            (m.start(), m.end(), r, m.group(0), g) for rx, g, r in matcher.patterns for m in rx.finditer(text)
+            (m.start(), m.end(), r, m.group(0), g, c)
+            for rx, g, r, c in matcher.patterns
+            for m in rx.finditer(text)
         ]
         _, starts, _ = matcher._scan(text, matcher.automaton)
         spans = matcher._pattern_spans(text, starts)

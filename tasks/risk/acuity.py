@@ -1,0 +1,170 @@
+"""Acuity: how urgent a patient's own words sound, from classes of cues rather than whole phrases.
+
+Word lists name presentations ("blood coming out of my ear"); people describe the same emergency in
+endless ways. The acuity scorer instead counts small classes of cues that compose: an alarming finding
+("blood", "swollen", 肿, 脓, "passed out"), a vital function failing ("can't breathe", 叫不醒), the body
+site, who it happens to (a baby, a pregnancy, an elderly parent), how it happened (fell, swallowed,
+injected, 被咬), how fast or how bad (suddenly, getting worse, 剧痛, 止不住), and what plays it down
+("a little", 有点, 已经好了). Each class has a weight and a cap on how many distinct hits count; the sum
+against two thresholds gives high or critical. One of the lexicon's `alarming` sets of classes must be
+present (a finding, a vital sign, an absent function, a symptom with intensity or in a baby, a non-food
+swallowed); critical needs two findings or a `critical_with` set (a vital sign, ...). Exam vignettes
+("A 45-year-old man presents with...", 患者男, 最可能的诊断) and clinical wording are skipped: the
+scorer reads a patient's words, and the lexicon's groups already know clinical wording.
+
+The classes live in the lexicon (data/rules/risk_lexicon.yaml, `acuity:`), so they are versioned with it.
+Pure and free of Prefect; texts arrive normalized (tasks/risk/lexicon.py normalize).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Lang = Literal["zh", "en"]
+# two findings allow critical; the other classes act through their weights, `alarming`, `critical_with`
+REQUIRED_CLASSES = ("finding",)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CueClass(_Strict):
+    name: str = Field(min_length=1)
+    weight: int = Field(description="Added for each distinct hit, up to `cap` hits (negative: dampens).")
+    cap: int = Field(default=1, gt=0)
+    negatable: bool = Field(default=False, description="A hit after a negation cue does not count.")
+    zh: list[str] = Field(default_factory=list)
+    en: list[str] = Field(default_factory=list)
+
+
+class AcuityRules(_Strict):
+    high: int = Field(gt=0, description="Score from which a patient's question is high.")
+    critical: int = Field(
+        gt=0, description="Score from which it is critical (with a vital sign or 2 findings)."
+    )
+    negation: dict[Lang, list[str]] = Field(
+        description="Cues that negate the next few words (zh: characters)."
+    )
+    negation_window: dict[Lang, int]
+    skip: dict[Lang, list[str]] = Field(description="Exam-vignette or clinical wording: not scored.")
+    alarming: list[list[str]] = Field(
+        min_length=1, description="Sets of classes, one of which must all be present for any level."
+    )
+    critical_with: list[list[str]] = Field(
+        default_factory=list, description="Sets of classes that allow critical (besides two findings)."
+    )
+    classes: list[CueClass] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AcuityRules:
+        names = [c.name for c in self.classes]
+        if missing := [n for n in REQUIRED_CLASSES if n not in names]:
+            raise ValueError(f"acuity classes {missing} are missing; the rules need {list(REQUIRED_CLASSES)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"acuity class names must be unique: {names}")
+        for needed in (*self.alarming, *self.critical_with):
+            if unknown := sorted(set(needed) - set(names)):
+                raise ValueError(f"acuity alarming/critical_with name unknown class(es) {unknown}")
+        if self.critical < self.high:
+            raise ValueError(f"acuity critical ({self.critical}) is below high ({self.high})")
+        for owner, lists in [
+            ("skip", [self.skip]),
+            *((c.name, [{"zh": c.zh, "en": c.en}]) for c in self.classes),
+        ]:
+            for by_lang in lists:
+                for lang, items in by_lang.items():
+                    for item in items:
+                        try:
+                            compiled = re.compile(item)
+                        except re.error as exc:
+                            raise ValueError(
+                                f"acuity {owner} {lang} cue {item!r} does not compile: {exc}"
+                            ) from None
+                        if compiled.match(""):
+                            raise ValueError(f"acuity {owner} {lang} cue {item!r} matches empty text")
+        return self
+
+
+@dataclass(frozen=True)
+class Acuity:
+    """A question's acuity: its score, the level it reaches (None below high) and the cues behind it."""
+
+    score: int
+    level: str | None
+    cues: tuple[str, ...]
+
+
+def _alternation(items: list[str], lang: str) -> re.Pattern[str] | None:
+    if not items:
+        return None
+    body = "|".join(f"(?:{item})" for item in sorted(items, key=len, reverse=True))
+    # en cues are whole words (\\b first: most positions fail at once); zh has no word boundaries
+    return re.compile(rf"\b(?:{body})(?![a-z])" if lang == "en" else body)
+
+
+class AcuityScorer:
+    """Scores normalized question text in one language against the lexicon's acuity rules."""
+
+    def __init__(self, rules: AcuityRules, lang: str) -> None:
+        self.rules = rules
+        self.lang = lang
+        self._skip = _alternation(rules.skip.get(lang, []), lang)
+        self._negation = _alternation(rules.negation.get(lang, []), lang)
+        self._window = rules.negation_window.get(lang, 3)
+        # the classes that open an alarming set are scored first: without one of them nothing else matters
+        gates = {needed[0] for needed in rules.alarming}
+        ordered = sorted(rules.classes, key=lambda c: c.name not in gates)
+        self._classes = [
+            (c, c.name in gates, pattern)
+            for c in ordered
+            if (pattern := _alternation(getattr(c, lang), lang)) is not None
+        ]
+
+    def score(self, norm: str) -> Acuity:
+        """The text's acuity; 0 and no level for clinical wording or when no alarming class is present."""
+        if self._skip is not None and self._skip.search(norm):
+            return Acuity(0, None, ())
+        total, cues, counts = 0, [], {}
+        for cue_class, gate, pattern in self._classes:
+            if not gate and not counts:
+                return Acuity(0, None, ())
+            seen: list[str] = []
+            for match in pattern.finditer(norm):
+                term = match.group(0)
+                if term in seen or any(term in s or s in term for s in seen):
+                    continue  # "bleeding" and "blood" in one clause still count as different findings
+                if cue_class.negatable and self._negated(norm, match.start()):
+                    continue
+                seen.append(term)
+                if len(seen) >= cue_class.cap:
+                    break
+            if seen:
+                counts[cue_class.name] = len(seen)
+                total += cue_class.weight * len(seen)
+                cues += [f"{cue_class.name}:{t.strip()}" for t in seen]
+        level = None
+        if any(all(name in counts for name in needed) for needed in self.rules.alarming):
+            grave = counts.get("finding", 0) >= 2 or any(
+                all(name in counts for name in needed) for needed in self.rules.critical_with
+            )
+            if total >= self.rules.critical and grave:
+                level = "critical"
+            elif total >= self.rules.high:
+                level = "high"
+        return Acuity(total, level, tuple(cues))
+
+    def _negated(self, norm: str, start: int) -> bool:
+        """A negation cue shortly before the hit, in the same clause."""
+        if self._negation is None:
+            return False
+        if self.lang == "zh":
+            before = norm[max(0, start - self._window) : start]
+        else:
+            before = " ".join(norm[:start].split()[-self._window :]) + " "
+        before = re.split(r"[,.;!?，。；！？]", before)[-1]
+        return bool(self._negation.search(before))
