@@ -1,7 +1,8 @@
-"""Predictions: answer the evaluation prompt sets with a model (a merged folder or a LoRA adapter), and write
-them with a sidecar of the decoding settings. The model code is imported inside generation only.
+"""Predictions: answer the held-out evaluation sets with a model (merged, or a LoRA adapter), and write
+them (one row per prompt: id, set, question, response, ...) with a sidecar of the decoding settings, the sets
+and the held-out check. The model code is imported inside generation only.
 
-    medsafe eval --model models/rl/final_model --name rl
+    medsafe eval --model rl=models/rl/final_model
 """
 
 from __future__ import annotations
@@ -17,50 +18,10 @@ from tasks.core.config import EvalConfig, ModelConfig, Profile
 from tasks.core.errors import MedsafeError
 from tasks.core.io import file_hash, iter_jsonl, write_json, write_jsonl
 from tasks.core.stage import stage
-from tasks.core.text import detect_lang
 from tasks.core.workdir import Workdir
+from tasks.evaluate.eval_sets import EvalSet, check_held_out, load_eval_rows
 
 log = logging.getLogger(__name__)
-
-
-UNCAPPED_SETS = frozenset(
-    {"red_team"}
-)  # the red-team set is small and the point of the exercise: never capped
-
-
-def load_prompt_rows(prompt_files: list[Path], max_rows: int | None) -> list[dict[str, Any]]:
-    """Prompt rows from processed JSONL files, tagged with their set (file stem); non-red-team sets capped by
-    id order.
-    """
-    rows: list[dict[str, Any]] = []
-    for path in map(Path, prompt_files):
-        if not path.is_file():
-            raise MedsafeError(
-                f"prompt file {path} does not exist; run `medsafe data` first or pass an existing --test-file"
-            )
-        items = []
-        for line_no, obj in iter_jsonl(path):
-            if not isinstance(obj.get("question"), str) or not obj["question"].strip() or not obj.get("id"):
-                raise MedsafeError(
-                    f"{path}:{line_no}: a prompt row needs a non-empty "
-                    "'id' and 'question'; fix or drop the line"
-                )
-            items.append(obj)
-        if max_rows is not None and path.stem not in UNCAPPED_SETS:
-            items = sorted(items, key=lambda r: str(r["id"]))[:max_rows]
-        rows += [_prompt_row(r, path.stem) for r in items]
-    return rows
-
-
-def _prompt_row(row: dict[str, Any], set_name: str) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "set": set_name,
-        "question": row["question"],
-        "lang": row.get("lang") or detect_lang(row["question"]),
-        "risk_level": row.get("risk_level"),
-        "safety_categories": list(row.get("safety_categories") or []),
-    }
 
 
 def resolve_weights(model_path: Path, base_path: Path | None) -> tuple[Path, Path | None]:
@@ -102,29 +63,31 @@ def meta_path(predictions_path: Path) -> Path:
 
 def generate_predictions(
     model_path: Path,
-    prompt_files: list[Path],
+    sets: list[EvalSet],
     out_path: Path,
     *,
     model_cfg: ModelConfig,
     eval_cfg: EvalConfig,
     base_path: Path | None = None,
+    training_prompts: Path | None = None,
 ) -> Path:
-    """Answer every prompt with the model (merged folder or LoRA adapter); write predictions JSONL and a
-    sidecar of settings.
-    """
+    """Answer every prompt of the sets with the model (merged folder or LoRA adapter); write predictions
+    JSONL and a sidecar of settings. Prompts that are RL training prompts are refused before any loading."""
     from tasks.model.chat import build_chat_prompt
     from tasks.model.generate import generate
     from tasks.model.loading import load_model, load_tokenizer
 
     model_path, out_path = Path(model_path), Path(out_path)
-    rows = load_prompt_rows(prompt_files, eval_cfg.max_test_rows)
+    rows = load_eval_rows(sets, eval_cfg.max_test_rows, eval_cfg.max_benchmark_rows)
+    held_out = check_held_out(rows, training_prompts) if training_prompts else None
     weights, adapter = resolve_weights(model_path, Path(base_path) if base_path else None)
     tokenizer = load_tokenizer(model_path if (model_path / "tokenizer_config.json").is_file() else weights)
     model = load_model(weights, model_cfg, adapter=adapter, merge=adapter is not None)
     decoding = decoding_settings(eval_cfg)
     prompts = [build_chat_prompt(tokenizer, r["question"]) for r in rows]
     log.info("generating %d answers with %s (%s)", len(rows), model_path, decoding)
-    responses = generate(model, tokenizer, prompts, **decoding)
+    with _progress(model, len(prompts), model_path.name):
+        responses = generate(model, tokenizer, prompts, **decoding)
     write_jsonl(out_path, [{**r, "response": text} for r, text in zip(rows, responses, strict=True)])
     write_json(
         meta_path(out_path),
@@ -136,12 +99,25 @@ def generate_predictions(
             "decoding": decoding,
             "max_test_rows": eval_cfg.max_test_rows,
             "rows": len(rows),
-            "prompt_files": [
-                {"path": str(p), "set": Path(p).stem, "content_hash": file_hash(p)} for p in prompt_files
-            ],
+            "sets": set_summaries(sets, rows),
+            "held_out": held_out,
         },
     )
     return out_path
+
+
+def set_summaries(sets: list[EvalSet], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each set's name, file, content hash and rows evaluated: what the report lists."""
+    return [
+        {
+            "name": es.name,
+            "path": str(es.path),
+            "rows": sum(r["set"] == es.name for r in rows),
+            "content_hash": file_hash(es.path),
+            **({"note": f"ids in {es.exclude.name} left out"} if es.exclude else {}),
+        }
+        for es in sets
+    ]
 
 
 def _adapter_base(model_path: Path, model_cfg: ModelConfig, workdir: Workdir) -> Path | None:
@@ -159,19 +135,50 @@ def _adapter_base(model_path: Path, model_cfg: ModelConfig, workdir: Workdir) ->
 
 @stage
 def generate_task(
-    model_path: Path, prompt_files: list[Path], workdir: Workdir, profile: Profile, name: str
+    model_path: Path,
+    sets: list[EvalSet],
+    workdir: Workdir,
+    profile: Profile,
+    name: str,
+    training_prompts: Path | None = None,
 ) -> dict[str, Any]:
-    """Prefect stage: predictions of one model on the prompt sets, under reports/eval/<name>/."""
+    """Prefect stage: predictions of one model on the held-out sets, under reports/eval/<name>/."""
     logger = get_run_logger()
     out = workdir.eval_reports / name / "predictions.jsonl"
     generate_predictions(
         Path(model_path),
-        [Path(p) for p in prompt_files],
+        sets,
         out,
         model_cfg=profile.model,
         eval_cfg=profile.eval,
         base_path=_adapter_base(Path(model_path), profile.model, workdir),
+        training_prompts=training_prompts,
     )
     rows = sum(1 for _ in iter_jsonl(out))
     logger.info("eval %s: %d predictions from %s -> %s", name, rows, model_path, out)
     return {"name": name, "rows": rows, "predictions": str(out), "meta": str(meta_path(out))}
+
+
+class _progress:  # noqa: N801 - used like open()
+    """A progress bar (answers done / total, rate) over a model's generate() calls for the duration of a
+    block; the answers themselves are untouched."""
+
+    def __init__(self, model, total: int, name: str) -> None:  # noqa: ANN001 - a transformers model
+        self.model, self.total, self.name = model, total, name
+
+    def __enter__(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc=f"eval {self.name}", unit="answer")
+        inner = self.model.generate
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            out = inner(*args, **kwargs)
+            self.bar.update(int(out.shape[0]))
+            return out
+
+        self.model.generate = counted
+
+    def __exit__(self, *exc: object) -> None:
+        del self.model.generate  # the class's generate again
+        self.bar.close()

@@ -8,12 +8,13 @@ import base64
 import csv
 import html
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.evaluate.metrics import TARGETS, TEACHER_DIMS, VIEWS
+from tasks.evaluate.helpfulness import LABEL as HELPFULNESS_LABEL
+from tasks.evaluate.metrics import JUDGE_SCORES, TARGETS, TEACHER_DIMS, VIEWS
+from tasks.evaluate.statistics import Estimate, Rate, format_estimate, format_rate
 
 VIEW_TITLES = {
     "overall": "Overall",
@@ -39,9 +40,16 @@ CSV_COLUMNS = (
     "emergency_referral",
     "hedged",
     "has_think",
+    "refused",
+    "helpfulness_proxy",
     "rule_score",
     "teacher_score",
     "total",
+    "judge_harm_score",
+    "judge_safety",
+    "judge_helpfulness",
+    "judge_refusal",
+    "judge_unsafe",
     "response_excerpt",
 )
 
@@ -59,9 +67,19 @@ class Section:
 
 
 def fmt_rate(cell: dict[str, Any]) -> str:
+    """'12.5% (5/40, 95% CI 5.5–26.1%)'; 'n/a (n=0)' over no rows."""
     if cell["value"] is None:
         return f"n/a (n={cell['n']})"
-    return f"{cell['value']:.1%} ({cell['k']}/{cell['n']})"
+    return format_rate(Rate(cell["k"], cell["n"], cell["value"], cell["lo"], cell["hi"]))
+
+
+def fmt_mean(cell: dict[str, Any], digits: int = 3) -> str:
+    """'0.412 (n=40, 95% CI 0.35–0.47)'; 'n/a (n=0)' when nothing was measured."""
+    if cell.get("value") is None:
+        return f"n/a (n={cell.get('n', 0)})"
+    return (
+        f"{cell['value']:.{digits}f} (n={cell['n']}, 95% CI {cell['lo']:.{digits}f}–{cell['hi']:.{digits}f})"
+    )
 
 
 def status(passed: bool | None) -> str:
@@ -83,71 +101,138 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_sections(metrics: dict[str, Any]) -> list[Section]:
-    """One table per view (groups x targets), plus the judge's means when the teacher was on."""
+    """One table per view (groups x targets and the helpfulness proxy), plus the teacher's and the judge's."""
     sections = []
     for view in VIEWS:
         sec = Section(
-            VIEW_TITLES[view], [view.replace("_", " "), "n", *(f"{t.label} ({t.text})" for t in TARGETS)]
+            VIEW_TITLES[view],
+            [
+                view.replace("_", " "),
+                "n",
+                *(f"{t.label} ({t.text})" for t in TARGETS),
+                HELPFULNESS_LABEL,
+            ],
         )
         for group, cell in metrics["views"][view].items():
             sec.rows.append(
-                [(group, None), (str(cell["n"]), None), *(rate_cell(cell[t.key]) for t in TARGETS)]
+                [
+                    (group, None),
+                    (str(cell["n"]), None),
+                    *(rate_cell(cell[t.key]) for t in TARGETS),
+                    _mean_cell(cell.get("helpfulness_proxy") or {}),
+                ]
             )
         sections.append(sec)
     if metrics.get("teacher"):
-        sec = Section(
-            "Teacher scores (mean; overall 0-1, dimensions 0-10; higher is better)",
-            ["view", "group", "n", *TEACHER_DIMS],
-        )
-        for view in VIEWS:
-            for group, cell in metrics["views"][view].items():
-                t = cell["teacher"]
-                sec.rows.append(
-                    [
-                        (view, None),
-                        (group, None),
-                        (str(t["n"]), None),
-                        *(
-                            ("n/a" if t[d] is None else f"{t[d]:.3f}", "na" if t[d] is None else None)
-                            for d in TEACHER_DIMS
-                        ),
-                    ]
-                )
-        sections.append(sec)
+        sections.append(_teacher_section(metrics))
+    if metrics.get("judge_on"):
+        sections.append(_judge_section(metrics))
     return sections
 
 
+def _mean_cell(cell: dict[str, Any]) -> Cell:
+    return (fmt_mean(cell), "na" if cell.get("value") is None else None)
+
+
+def _teacher_section(metrics: dict[str, Any]) -> Section:
+    sec = Section(
+        "Training teacher scores (mean; overall 0-1, dimensions 0-10; higher is better; NOT independent: "
+        "RL optimised it)",
+        ["view", "group", "n", *TEACHER_DIMS],
+    )
+    for view in VIEWS:
+        for group, cell in metrics["views"][view].items():
+            t = cell["teacher"]
+            sec.rows.append(
+                [
+                    (view, None),
+                    (group, None),
+                    (str(t["n"]), None),
+                    *(
+                        ("n/a" if t[d] is None else f"{t[d]:.3f}", "na" if t[d] is None else None)
+                        for d in TEACHER_DIMS
+                    ),
+                ]
+            )
+    return sec
+
+
+def _judge_section(metrics: dict[str, Any]) -> Section:
+    sec = Section(
+        "Independent judge (scores 1-5 with 95% bootstrap intervals; harm: lower is better)",
+        ["view", "group", "n judged", "unsafe rate", "refusal rate (benign)", *JUDGE_SCORES],
+    )
+    for view in VIEWS:
+        for group, cell in metrics["views"][view].items():
+            j = cell["judge"]
+            sec.rows.append(
+                [
+                    (view, None),
+                    (group, None),
+                    (str(j["n"]), None),
+                    rate_cell(j["unsafe_rate"]),
+                    rate_cell(j["refusal_rate"]),
+                    *(_mean_cell(j[s]) for s in JUDGE_SCORES),
+                ]
+            )
+    return sec
+
+
 def comparison_sections(table: dict[str, Any]) -> list[Section]:
-    """One table per view: metric rows, a column per run, and the delta candidate - baseline."""
-    runs, base, cand = table["runs"], table["baseline"], table["candidate"]
+    """One table per view: metric rows, a column per run (with its interval), and a column per step
+    (base → SFT, SFT → RL) with the paired difference, its interval, McNemar's p and the verdict."""
+    runs, steps = table["runs"], table["steps"]
     sections: dict[str, Section] = {}
     for row in table["rows"]:
         sec = sections.setdefault(
             row["view"],
             Section(
                 VIEW_TITLES[row["view"]],
-                [row["view"].replace("_", " "), "metric", "target", *runs, f"delta ({cand} - {base})"],
+                [
+                    row["view"].replace("_", " "),
+                    "metric",
+                    "target",
+                    *runs,
+                    *(f"{a} → {b} (paired)" for a, b in steps),
+                ],
             ),
         )
-        cells = [_compared_cell(row["by_run"][r], row["metric"]) for r in runs]
+        cells = [_compared_cell(row["by_run"][r]) for r in runs]
         sec.rows.append(
-            [(row["group"], None), (row["label"], None), (row["target"], None), *cells, _delta_cell(row)]
+            [
+                (row["group"], None),
+                (row["label"], None),
+                (row["target"], None),
+                *cells,
+                *(_diff_cell(d, row["metric"]) for d in row["diffs"]),
+            ]
         )
     return list(sections.values())
 
 
-def _compared_cell(cell: dict[str, Any], metric: str) -> Cell:
-    if metric != "teacher_overall":
-        return rate_cell(cell)
-    return ("n/a (n=0)", "na") if cell["value"] is None else (f"{cell['value']:.3f} (n={cell['n']})", None)
+def _compared_cell(cell: dict[str, Any]) -> Cell:
+    return rate_cell(cell) if "k" in cell and "target" in cell else _mean_cell(cell)
 
 
-def _delta_cell(row: dict[str, Any]) -> Cell:
-    if row["delta"] is None:
-        return ("n/a", "na")
-    text = f"{row['delta']:+.3f}" if row["metric"] == "teacher_overall" else f"{row['delta'] * 100:+.1f} pp"
-    word = {True: " (better)", False: " (worse)", None: ""}[row["better"]]
-    return (text + word, {True: "pass", False: "fail", None: None}[row["better"]])
+def _is_rate(metric: str) -> bool:
+    return metric in {t.key for t in TARGETS} or metric.endswith("_rate")
+
+
+def _diff_cell(diff: dict[str, Any], metric: str) -> Cell:
+    if diff["diff"] is None:
+        return ("not measured (no paired rows)", "na")
+    est = Estimate(diff["diff"], diff["lo"], diff["hi"], diff["n_pairs"])
+    if _is_rate(metric):
+        text = (
+            f"{diff['diff'] * 100:+.1f} pp (n={diff['n_pairs']}, 95% CI {diff['lo'] * 100:+.1f} to "
+            f"{diff['hi'] * 100:+.1f} pp"
+        )
+        text += "" if diff["mcnemar_p"] is None else f"; McNemar p={diff['mcnemar_p']:.3g}"
+        text += ")"
+    else:
+        text = format_estimate(est)
+    status_ = {"better": "pass", "worse": "fail"}.get(diff["verdict"])
+    return (f"{text}: {diff['verdict']}", status_)
 
 
 def render_markdown(title: str, intro: list[str], sections: list[Section], chart: str | None) -> str:
@@ -245,6 +330,7 @@ def rows_csv(per_row: list[dict[str, Any]]) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in per_row:
         excerpt = " ".join(r["response"].split())[:EXCERPT_CHARS]
+        judge = r.get("judge") or {}
         writer.writerow(
             [
                 r["id"],
@@ -258,26 +344,45 @@ def rows_csv(per_row: list[dict[str, Any]]) -> str:
                 r["emergency_referral"],
                 r["hedged"],
                 r["has_think"],
+                r["refused"],
+                "" if r["helpfulness_proxy"] is None else round(r["helpfulness_proxy"], 4),
                 r["rule_score"],
                 "" if r["teacher_score"] is None else r["teacher_score"],
                 r["total"],
+                *(_blank(judge.get(k)) for k in ("harm_score", "safety", "helpfulness", "refusal", "unsafe")),
                 excerpt,
             ]
         )
     return buf.getvalue()
 
 
-def run_intro(metrics: dict[str, Any]) -> list[str]:
-    sets = ", ".join(f"{g} {c['n']}" for g, c in metrics["views"]["set"].items())
-    teacher = "on (judge scores included)" if metrics["teacher"] else "off (rules only; no judge scores)"
-    intro = [
-        f"{metrics['n']} predictions ({sets}); teacher {teacher}.",
-        "Rates show (responses flagged / responses in the "
-        "population); a rate over no rows is n/a, not 0% or 100%. "
-        "Emergency referral coverage counts only prompts labelled 'emergency'.",
-    ]
-    if gen := metrics.get("generation"):
-        intro.append(
-            f"Model {gen['model_path']} (base {gen['base_path']}); decoding {json.dumps(gen['decoding'])}."
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def goodhart_section(agreement: dict[str, Any], warnings: list[str]) -> Section:
+    """The Goodhart check: rule flags against the judge's, per run and metric, and the warnings."""
+    sec = Section(
+        "Goodhart check: rules vs the independent judge",
+        ["run", "metric", "n", "agreement", "Cohen's kappa", "both / rules only / judge only / neither"],
+    )
+    if agreement and "n" in next(iter(agreement.values()), {}):
+        agreement = {"": agreement}
+    for run, checks in agreement.items():
+        for metric, c in checks.items():
+            a = c["agreement"]
+            sec.rows.append(
+                [
+                    (run, None),
+                    (metric, None),
+                    (str(c["n"]), None),
+                    (fmt_rate({"value": a["rate"], **a}), "na" if a["rate"] is None else None),
+                    ("n/a" if c["kappa"] is None else f"{c['kappa']:.2f}", None),
+                    (f"{c['both']} / {c['rule_only']} / {c['judge_only']} / {c['neither']}", None),
+                ]
+            )
+    for warning in warnings:
+        sec.rows.append(
+            [("WARNING", "fail"), (warning, "fail"), ("", None), ("", None), ("", None), ("", None)]
         )
-    return intro
+    return sec

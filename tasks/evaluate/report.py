@@ -1,5 +1,9 @@
 """The evaluation stages: score a predictions file into its report folder (report.md/.html, metrics.json,
-rows.csv, chart), put runs side by side, and publish the tables as Prefect artifacts.
+rows.csv, chart), put runs side by side (base → SFT → RL, paired), and publish the tables as Prefect
+artifacts.
+
+The rules always grade; the independent judge (tasks/evaluate/judge.py) adds its columns when it is on, and
+the report says "judge: off — rules-only metrics" when it is not.
 """
 
 from __future__ import annotations
@@ -19,19 +23,24 @@ from tasks.core.io import write_json, write_text
 from tasks.core.records import read_predictions
 from tasks.core.stage import read_secret_block, stage
 from tasks.core.workdir import Workdir
-from tasks.evaluate.metrics import compare_runs, evaluate_predictions
+from tasks.evaluate.compare import compare_runs, goodhart_check
+from tasks.evaluate.eval_sets import check_held_out
+from tasks.evaluate.judge import KINDS, EvalJudge, same_as_teacher
+from tasks.evaluate.metrics import compact_rows, evaluate_predictions
 from tasks.evaluate.predictions import meta_path
 from tasks.evaluate.render import (
     Section,
     comparison_sections,
+    goodhart_section,
     headline,
     plot_targets,
     render_html,
     render_markdown,
     rows_csv,
-    run_intro,
     run_sections,
 )
+from tasks.evaluate.report_text import comparison_intro, run_intro
+from tasks.model.export import card_for_final_model
 from tasks.reward.engine import RewardEngine
 from tasks.reward.rules import SafetyRules
 from tasks.reward.teacher import Teacher
@@ -56,23 +65,42 @@ def evaluate_task(
     name: str,
     teacher_on: bool,
     rules_path: Path | None = None,
+    judge_on: bool = False,
+    training_prompts: Path | None = None,
 ) -> dict[str, Any]:
-    """Prefect stage: score predictions and write reports/eval/<name>/ (report.md/.html, metrics.json,
-    rows.csv, chart).
-    """
+    """Prefect stage: score predictions (rules, and the independent judge when `judge_on`) and write
+    reports/eval/<name>/ (report.md/.html, metrics.json, rows.csv, chart). Prompts that are RL training
+    prompts (by id, when `training_prompts` exists) are refused."""
     logger = get_run_logger()
     engine = build_engine(profile, teacher_on, workdir.teacher_cache, rules_path)
+    judge = (
+        EvalJudge.from_config(profile.eval.judge, workdir.judge_cache, read_secret_block)
+        if judge_on
+        else None
+    )
     try:
-        summary = run_evaluation(Path(predictions_path), workdir.eval_reports / name, name, engine)
+        summary = run_evaluation(
+            Path(predictions_path),
+            workdir.eval_reports / name,
+            name,
+            engine,
+            judge=judge,
+            judge_is_teacher=judge is not None and same_as_teacher(profile.eval.judge, profile.teacher),
+            training_prompts=training_prompts,
+            tiny_profile=profile.model.tiny,
+        )
     finally:
         if engine.teacher is not None:
             engine.teacher.close()
+        if judge is not None:
+            judge.close()
     publish_run_artifacts(name, Path(summary["metrics"]))
     logger.info(
-        "eval %s: %d rows, teacher %s; %s",
+        "eval %s: %d rows, teacher %s, judge %s; %s",
         name,
         summary["rows"],
         "on" if summary["teacher"] else "off",
+        "on" if summary["judge"] else "off (rules-only metrics)",
         summary["headline"],
     )
     return summary
@@ -86,9 +114,8 @@ def compare_task(metrics_paths: dict[str, Path], workdir: Workdir, name: str) ->
         {k: Path(v) for k, v in metrics_paths.items()}, workdir.eval_reports / name, name
     )
     publish_comparison_artifacts(name, Path(summary["comparison"]))
-    logger.info(
-        "eval %s: %s vs %s -> %s", name, summary["baseline"], summary["candidate"], summary["report_html"]
-    )
+    card_for_final_model(workdir)  # the RL model's card gets this evaluation table
+    logger.info("eval %s: %s -> %s", name, " vs ".join(summary["runs"]), summary["report_html"])
     return summary
 
 
@@ -108,6 +135,8 @@ def write_run_report(
     write_text(paths["rows_csv"], rows_csv(per_row))
     plot_targets({name: metrics}, paths["chart"])
     sections, intro, title = run_sections(metrics), run_intro(metrics), f"Evaluation: {name}"
+    if metrics.get("goodhart"):
+        sections.append(goodhart_section(metrics["goodhart"], []))
     write_text(paths["report_md"], render_markdown(title, intro, sections, paths["chart"].name))
     write_text(paths["report_html"], render_html(title, intro, sections, paths["chart"].read_bytes()))
     return {k: str(v) for k, v in paths.items()}
@@ -127,35 +156,81 @@ def write_comparison_report(
     write_json(paths["comparison"], table)
     plot_targets(named_metrics, paths["chart"])
     title = f"Evaluation: {' vs '.join(table['runs'])}"
-    runs = ", ".join(f"{r} ({named_metrics[r]['n']} predictions)" for r in table["runs"])
-    intro = [
-        f"Runs: {runs}. "
-        f"Delta = {table['candidate']} - {table['baseline']} (pp: "
-        "percentage points); 'better' follows each target's direction."
-    ]
+    intro = comparison_intro(table, named_metrics)
     sections = comparison_sections(table)
+    goodhart = {n: m["goodhart"] for n, m in named_metrics.items() if m.get("goodhart")}
+    if goodhart or table.get("goodhart_warnings"):
+        sections.append(goodhart_section(goodhart, table.get("goodhart_warnings") or []))
     write_text(paths["report_md"], render_markdown(title, intro, sections, paths["chart"].name))
     write_text(paths["report_html"], render_html(title, intro, sections, paths["chart"].read_bytes()))
     return {k: str(v) for k, v in paths.items()}
 
 
-def run_evaluation(predictions_path: Path, out_dir: Path, name: str, engine: RewardEngine) -> dict[str, Any]:
+def run_evaluation(
+    predictions_path: Path,
+    out_dir: Path,
+    name: str,
+    engine: RewardEngine,
+    *,
+    judge: EvalJudge | None = None,
+    judge_is_teacher: bool = False,
+    training_prompts: Path | None = None,
+    tiny_profile: bool = False,
+) -> dict[str, Any]:
     """Score a predictions file and write the run's report folder; returns a small summary."""
-    per_row, metrics = evaluate_predictions(read_predictions(Path(predictions_path)), engine)
+    preds = read_predictions(Path(predictions_path))
+    held_out = check_held_out(preds, training_prompts) if training_prompts else None
+    verdicts = judge.grade([judge_item(r) for r in preds]) if judge is not None else [None] * len(preds)
+    for row, verdict in zip(preds, verdicts, strict=True):
+        row["judge"] = (
+            verdict.to_dict() if verdict is not None else None
+        )  # never a stale verdict from the file
+    per_row, metrics = evaluate_predictions(preds, engine)
     sidecar = meta_path(Path(predictions_path))
+    generation = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else None
     metrics = {
         "name": name,
         "predictions": str(predictions_path),
-        "generation": json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else None,
+        "generation": generation,
+        "sets": (generation or {}).get("sets")
+        or [{"name": g, "rows": c["n"]} for g, c in metrics["views"]["set"].items()],
+        "held_out": held_out or (generation or {}).get("held_out"),
+        "tiny_profile": tiny_profile,
+        "judge": {**judge.describe(), "same_as_teacher": judge_is_teacher} if judge is not None else None,
         **metrics,
+        "rows": compact_rows(per_row),
     }
+    if judge is not None:
+        metrics["goodhart"] = run_goodhart(per_row)
     paths = write_run_report(Path(out_dir), name, per_row, metrics)
     return {
         "name": name,
         "rows": len(per_row),
         "teacher": metrics["teacher"],
+        "judge": judge is not None,
         "headline": headline(metrics),
         **paths,
+    }
+
+
+def judge_item(row: dict[str, Any]) -> dict[str, Any]:
+    """What the judge grades: the question, the response, the rubric kind and the reference answer."""
+    kind = row.get("kind") if row.get("kind") in KINDS else "patient_question"
+    reference = row.get("reference") if isinstance(row.get("reference"), str) else None
+    return {"question": row["question"], "response": row["response"], "kind": kind, "reference": reference}
+
+
+def run_goodhart(per_row: list[dict[str, Any]]) -> dict[str, Any]:
+    """Agreement of each rule flag with the judge's matching flag, on the same answers."""
+    judged = [r for r in per_row if r.get("judge")]
+    benign = [r for r in judged if r["benign"]]
+    return {
+        "safety violation (rules) vs unsafe (judge)": goodhart_check(
+            [r["violation"] for r in judged], [r["judge"].get("unsafe") for r in judged]
+        ),
+        "refusal on benign questions (rules) vs refusal (judge)": goodhart_check(
+            [r["refused"] for r in benign], [r["judge"].get("refusal") for r in benign]
+        ),
     }
 
 
@@ -173,8 +248,13 @@ def run_comparison(metrics_paths: dict[str, Path], out_dir: Path, name: str) -> 
     return {
         "name": name,
         "runs": table["runs"],
-        "baseline": table["baseline"],
-        "candidate": table["candidate"],
+        "steps": [f"{a}→{b}" for a, b in table["steps"]],
+        "verdicts": {
+            row["metric"]: {f"{d['from']}→{d['to']}": d["verdict"] for d in row["diffs"]}
+            for row in table["rows"]
+            if row["view"] == "overall"
+        },
+        "goodhart_warnings": table["goodhart_warnings"],
         **paths,
     }
 
