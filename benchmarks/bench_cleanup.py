@@ -4,6 +4,8 @@ memory.
     python benchmarks/bench_cleanup.py --rows 50000
     python benchmarks/bench_cleanup.py --rows 50000 --scale 0.2     # short rows
     python benchmarks/bench_cleanup.py --rows 20000 --tracemalloc   # Python-heap peak too (slower run)
+    python benchmarks/bench_cleanup.py --rows 200000 --shared-share 1.0   # every answer one of 300
+    python benchmarks/bench_cleanup.py --source runs/rep/synthetic_medical_o1.jsonl   # bench_data_flow's rows
 
 Rows are in the upstream schema (Question, Complex_CoT, Response), half Chinese and half English, with
 a share of exact copies and of near copies (one word changed) so deduplication has work to do.
@@ -12,6 +14,7 @@ a share of exact copies and of near copies (one word changed) so deduplication h
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import random
@@ -73,12 +76,26 @@ def _text(rng: random.Random, vocab: list[str], zh: bool, n_units: int) -> str:
 
 
 def synthetic_rows(
-    n: int, seed: int, exact_share: float, near_share: float, scale: float = 1.0
+    n: int,
+    seed: int,
+    exact_share: float,
+    near_share: float,
+    scale: float = 1.0,
+    shared_share: float = 0.0,
+    templates: int = 300,
 ) -> Iterator[dict[str, str]]:
-    """n medical-o1 rows; copies refer back to a random earlier original."""
+    """n medical-o1 rows; copies refer back to a random earlier original. A shared_share of the new rows
+    are short questions answered by one of `templates` fixed answers (Zipf-like weights), as refusals
+    repeat in real safety data."""
     rng = random.Random(seed)
     vocab = _vocabulary(rng)
     originals: list[dict[str, str]] = []
+    shared = random.Random(seed + 1)  # its own generator: the default rows stay as they were
+    answers = [
+        _text(shared, vocab, k % 2 == 1, max(2, int(scale * shared.randint(25, 50))))
+        for k in range(templates)
+    ]
+    cum_weights = list(itertools.accumulate(1 / (k + 1) for k in range(templates)))
     for _ in range(n):
         roll = rng.random()
         if originals and roll < exact_share:
@@ -92,6 +109,17 @@ def synthetic_rows(
             yield row
             continue
         zh = rng.random() < 0.5
+        if shared_share and rng.random() < shared_share:
+            k = rng.choices(range(templates), cum_weights=cum_weights)[0]
+            row = {
+                "Question": _text(rng, vocab, k % 2 == 1, max(2, int(scale * rng.randint(8, 16)))),
+                "Complex_CoT": _text(rng, vocab, k % 2 == 1, max(2, int(scale * rng.randint(10, 30)))),
+                "Response": answers[k],
+            }
+            if len(originals) < 5000:
+                originals.append(row)
+            yield row
+            continue
         row = {
             "Question": _text(rng, vocab, zh, max(2, int(scale * rng.randint(20, 60)))),
             "Complex_CoT": _text(rng, vocab, zh, max(2, int(scale * rng.randint(80, 200)))),
@@ -104,8 +132,23 @@ def synthetic_rows(
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     rows, trace = args.rows, args.tracemalloc
-    source = workdir / "synthetic_medical_o1.jsonl"
-    write_jsonl(source, synthetic_rows(rows, args.seed, args.exact_share, args.near_share, args.scale))
+    source = args.source or workdir / "synthetic_medical_o1.jsonl"
+    if args.source:  # e.g. the input bench_data_flow.py --generate-only wrote
+        with source.open("rb") as fh:
+            rows = sum(1 for _ in fh)
+    else:
+        write_jsonl(
+            source,
+            synthetic_rows(
+                rows,
+                args.seed,
+                args.exact_share,
+                args.near_share,
+                args.scale,
+                args.shared_share,
+                args.templates,
+            ),
+        )
     if trace:
         tracemalloc.start()
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -166,6 +209,14 @@ def main() -> None:
         default=1.0,
         help="Multiply text lengths (0.2: short rows of about 250 characters).",
     )
+    parser.add_argument(
+        "--shared-share",
+        type=float,
+        default=0.0,
+        help="Share of new rows answered by one of --templates fixed answers (1.0: every answer repeats).",
+    )
+    parser.add_argument("--templates", type=int, default=300, help="How many shared answers there are.")
+    parser.add_argument("--source", type=Path, help="Clean this JSONL file (one row a line) instead.")
     parser.add_argument(
         "--tracemalloc", action="store_true", help="Also measure the Python heap peak (slows the run)."
     )

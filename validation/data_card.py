@@ -31,10 +31,14 @@ def _splits(summary: dict[str, Any]) -> list[str]:
         f"(dev {data['dev_fraction']:.0%}, test {data['test_fraction']:.0%}, the rest train). "
         f"The gold set ({data['gold_size']} rows asked, at most "
         "half of test) is drawn from test, stratified by risk "
-        "level, and removed from it. Rows from red-team sources "
+        "level, and removed from it with its near-duplicate group. Rows from red-team sources "
         "and the shipped safety red-team set are kept out of "
-        "train/dev/test in red_team; a row sharing a near-duplicate "
-        "group with a red-team prompt is held out in test.",
+        f"train/dev/test: {data.get('red_team_eval_fraction', 0):.0%} of them (stratified by category x "
+        "language, near duplicates together) are held out for evaluation in red_team_eval, the rest "
+        "(red_team) feed the RL prompts. A training-source row sharing a near-duplicate "
+        "group with a red-team prompt is never trained on: it waits in test beside a held-out "
+        "prompt, in dev beside an RL one. The gate checks that test, red_team_eval and the "
+        "over-refusal set share no id and no near-duplicate question with the RL prompts or train.",
         "",
     ]
     rows = [
@@ -95,10 +99,11 @@ def _limits(summary: dict[str, Any]) -> list[str]:
         "they miss paraphrases and can over-flag.",
         "The gold set is a stratified hold-out of test with "
         "the same automatic labels, not a human-verified set.",
-        f"The safety red-team set is small ({summary['red_team_copies']['prompts']} prompts) and appears "
-        f"{summary['red_team_copies']['expected_copies']} times "
-        "in the RL prompts: the policy sees those prompts in "
-        "training, so judge safety on test and the external red team too.",
+        f"The RL part of the safety red-team set is small ({summary['red_team_copies']['prompts']} "
+        f"prompts) and appears {summary['red_team_copies']['expected_copies']} times "
+        "in the RL prompts; the held-out part (red_team_eval) is what evaluation measures. Near "
+        "duplicates are character-shingle matches of the question: a paraphrase in other words (or "
+        "another language) is not caught.",
         "Split fractions are met on average (hash per group); small data sets give uneven splits.",
     ]
     if "tiny-samples" in summary["config"]["data"]["sources"]:

@@ -29,7 +29,7 @@ from tasks.core.workdir import Workdir
 from validation.report import build_data_report, publish_artifacts
 from validation.results import FailedExpectation, GateResult, QualityGateFailed
 from validation.suites import build_suites
-from validation.tables import build_frames, expected_safety_prompts, load_tables
+from validation.tables import OVERLAP_COLUMNS, build_frames, expected_safety_prompts, load_tables
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _checkpoint(context: Any, table: str, suite: gx.ExpectationSuite) -> gx.Chec
     )
 
 
-def _observed(result: dict[str, Any], exception_info: Any) -> str:
+def _observed(result: dict[str, Any], exception_info: Any, column: str | None = None) -> str:
     error = _exception_message(exception_info)
     if error:
         return f"error: {error}"
@@ -96,7 +96,9 @@ def _observed(result: dict[str, Any], exception_info: Any) -> str:
         value = result["observed_value"]
         return f"{value:.4g}" if isinstance(value, float) else str(value)
     if "unexpected_count" in result:
-        sample = list(result.get("partial_unexpected_list") or [])[:5]
+        # every overlap GE kept (up to 20) is named: the ids are what the user must act on
+        shown = 20 if column in OVERLAP_COLUMNS else 5
+        sample = list(result.get("partial_unexpected_list") or [])[:shown]
         return (
             f"{result['unexpected_count']} unexpected rows "
             f"({result.get('unexpected_percent', 0):.1f}%), e.g. {sample}"
@@ -126,7 +128,11 @@ def _failures(suite_name: str, validation: Any) -> list[FailedExpectation]:
         )
         failed.append(
             FailedExpectation(
-                suite_name, r.expectation_config.type, column, _observed(r.result, r.exception_info), expected
+                suite_name,
+                r.expectation_config.type,
+                column,
+                _observed(r.result, r.exception_info, column),
+                expected,
             )
         )
     return failed
@@ -145,11 +151,11 @@ def run_quality_gate(
     verdict (raises only on missing inputs)."""
     data_cfg = data_cfg or DataConfig()
     tables = load_tables(paths or workdir)
-    frames: dict[str, pd.DataFrame] = build_frames(tables)
+    frames: dict[str, pd.DataFrame] = build_frames(tables, data_cfg.near_dup_threshold)
     suites = build_suites(gate_cfg, sampling_cfg, data_cfg, expected_safety_prompts(tables))
     context = open_context(workdir)
     result = GateResult(passed=True)
-    run_id = gx.RunIdentifier(run_name="medsafe_gate")  # one run name and time across the six checkpoints
+    run_id = gx.RunIdentifier(run_name="medsafe_gate")  # one run name and time across the checkpoints
     for table, suite in suites.items():
         checkpoint = _checkpoint(context, table, suite)
         run = checkpoint.run(batch_parameters={"dataframe": frames[table]}, run_id=run_id)
@@ -158,7 +164,7 @@ def run_quality_gate(
             result.suites[suite.name] = stats | {"rows": len(frames[table])}
             result.failed += _failures(suite.name, validation)
         result.passed = result.passed and bool(run.success)
-    if build_docs:  # once for all six results (the store keeps them): per checkpoint it re-renders the site
+    if build_docs:  # once for all results (the store keeps them): per checkpoint it re-renders the site
         context.build_data_docs(site_names=[DOCS_SITE])
     index = workdir.data_docs / "index.html"
     result.data_docs_index = str(index) if index.is_file() else None

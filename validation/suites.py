@@ -12,7 +12,14 @@ import great_expectations.expectations as gxe
 
 from tasks.core.config import DataConfig, GateConfig, SamplingConfig
 from tasks.core.records import LANGS, RISK_LEVELS, RL_ORIGINS
-from validation.tables import PROCESSED_COLUMNS, RL_COLUMNS, TABLE_SPLIT
+from validation.tables import (
+    EVAL_TABLES,
+    OVER_REFUSAL_COLUMNS,
+    OVERLAP_COLUMNS,
+    PROCESSED_COLUMNS,
+    RL_COLUMNS,
+    TABLE_SPLIT,
+)
 
 
 def _schema(columns: tuple[str, ...]) -> list[gxe.Expectation]:
@@ -38,7 +45,7 @@ def processed_expectations(table: str, gate: GateConfig, data: DataConfig) -> li
         ),
         gxe.ExpectColumnValueLengthsToBeBetween(column="think", min_value=0, max_value=data.max_think_chars),
     ]
-    if table != "red_team":  # red-team prompts are judged on the question; their answers are references
+    if table not in ("red_team", "red_team_eval"):  # judged on the question; their answers are references
         exps.append(
             gxe.ExpectColumnValueLengthsToBeBetween(
                 column="answer", min_value=data.min_answer_chars, max_value=data.max_answer_chars
@@ -49,12 +56,34 @@ def processed_expectations(table: str, gate: GateConfig, data: DataConfig) -> li
     flags = {
         "train": ("id_in_test", "group_in_test", "id_in_dev", "group_in_dev"),
         "dev": ("id_in_test", "group_in_test"),
+        "test": ("group_in_rl",),
         "red_team": ("id_in_splits", "group_in_train"),
+        "red_team_eval": ("id_in_splits", "group_in_train", "group_in_rl"),
     }.get(table, ())
     exps += [gxe.ExpectColumnValuesToBeInSet(column=f, value_set=[0]) for f in flags]
+    if table in EVAL_TABLES:
+        exps += held_out_expectations()
     if table == "train":
         exps.append(gxe.ExpectColumnMeanToBeBetween(column="has_think", min_value=gate.min_think_share))
     return exps
+
+
+def held_out_expectations() -> list[gxe.Expectation]:
+    """An evaluation row shares no id and no near-duplicate question with an RL prompt or a train row; a
+    failure lists the offending rows (validation.tables.eval_overlaps names both sides)."""
+    return [gxe.ExpectColumnValuesToBeNull(column=column) for column in OVERLAP_COLUMNS]
+
+
+def over_refusal_expectations() -> list[gxe.Expectation]:
+    """The shipped over-refusal set: its schema, unique ids, languages, and held out from training."""
+    return [
+        gxe.ExpectTableColumnsToMatchSet(column_set=list(OVER_REFUSAL_COLUMNS), exact_match=False),
+        gxe.ExpectColumnValuesToBeNull(column="missing_fields"),
+        gxe.ExpectColumnValuesToBeNull(column="mistyped_fields"),
+        gxe.ExpectColumnValuesToBeUnique(column="id"),
+        gxe.ExpectColumnValuesToBeInSet(column="lang", value_set=list(LANGS)),
+        *held_out_expectations(),
+    ]
 
 
 def rl_expectations(
@@ -84,12 +113,15 @@ def rl_expectations(
 def build_suites(
     gate: GateConfig, sampling: SamplingConfig, data: DataConfig, safety_prompts: int
 ) -> dict[str, gx.ExpectationSuite]:
-    """Suite per table, named after it (processed_train ... rl_prompts)."""
+    """Suite per table, named after it (processed_train ... rl_prompts, over_refusal)."""
     suites = {}
     for table in TABLE_SPLIT:
         name = f"processed_{table}" if table in ("train", "dev", "test") else table
         suites[table] = gx.ExpectationSuite(name=name, expectations=processed_expectations(table, gate, data))
     suites["rl_prompts"] = gx.ExpectationSuite(
         name="rl_prompts", expectations=rl_expectations(gate, sampling, data, safety_prompts)
+    )
+    suites["over_refusal"] = gx.ExpectationSuite(
+        name="over_refusal", expectations=over_refusal_expectations()
     )
     return suites

@@ -1,7 +1,9 @@
 """Load the tables the quality gate checks and add the derived columns its expectations read.
 
 Cross-table rules (no id or group shared by train and test, red-team isolation, copies per safety
-prompt) become per-row flags here, so each one is an ordinary built-in expectation on one table.
+prompt) become per-row flags here, so each one is an ordinary built-in expectation on one table. The
+evaluation sets (test, red_team_eval, the shipped over-refusal set) get `rl_overlap` and `train_overlap`:
+null, or the text naming the RL prompt or train row they share an id or a near-duplicate question with.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ import pandas as pd
 
 from tasks.core.errors import MedsafeError
 from tasks.core.io import read_jsonl
-from tasks.core.records import HIGH_RISK_LEVELS, SAFETY_CATEGORIES, SAFETY_RED_TEAM_SOURCE
-from tasks.core.workdir import Workdir
+from tasks.core.records import HIGH_RISK_LEVELS, RISK_CATEGORIES, SAFETY_RED_TEAM_SOURCE
+from tasks.core.workdir import ASSETS, Workdir
+from tasks.prepare.held_out import cross_pairs, prompt_text
 
-PROCESSED_TABLES: tuple[str, ...] = ("train", "dev", "test", "gold_set", "red_team")
+PROCESSED_TABLES: tuple[str, ...] = ("train", "dev", "test", "gold_set", "red_team", "red_team_eval")
 # the value of `split` each table's rows carry
-TABLE_SPLIT = {"train": "train", "dev": "dev", "test": "test", "gold_set": "gold", "red_team": "red_team"}
+TABLE_SPLIT = {name: name for name in PROCESSED_TABLES} | {"gold_set": "gold"}
+# what evaluation reads: never an RL prompt or an SFT train row, by id or near-duplicate question
+EVAL_TABLES: tuple[str, ...] = ("test", "red_team_eval", "over_refusal")
+OVERLAP_COLUMNS = {"rl_overlap": ("rl_prompts", "RL prompt"), "train_overlap": ("train", "train row")}
+OVER_REFUSAL_COLUMNS: tuple[str, ...] = ("id", "question", "lang")
 PROCESSED_COLUMNS: tuple[str, ...] = (
     "id",
     "source",
@@ -44,18 +51,24 @@ RL_COLUMNS: tuple[str, ...] = (
     "copy",
 )
 _MAKES = dict.fromkeys(PROCESSED_TABLES, "split") | {"rl_prompts": "sample_rl_prompts"}
+_SHIPPED = {"over_refusal": "the shipped over-refusal set (data/over_refusal/ in the repository)"}
 # what every row must carry (not null), and the type of each typed field when it is not null
 _TEXT = ("id", "source", "lang", "question", "answer", "risk_level", "split", "group")
-REQUIRED = {"processed": _TEXT, "rl_prompts": ("id", "question", "risk_level", "origin", "copy")}
+REQUIRED = {
+    "processed": _TEXT,
+    "rl_prompts": ("id", "question", "risk_level", "origin", "copy"),
+    "over_refusal": OVER_REFUSAL_COLUMNS,
+}
 TYPED: dict[str, dict[str, type]] = {
     "processed": dict.fromkeys((*_TEXT, "think", "safety_concern"), str),  # safety_concern may be null
     "rl_prompts": {"question": str, "copy": int},
+    "over_refusal": dict.fromkeys(OVER_REFUSAL_COLUMNS, str),
 }
 
 
 def table_paths(workdir: Workdir) -> dict[str, Path]:
-    paths = {name: workdir.processed / f"{name}.jsonl" for name in PROCESSED_TABLES}
-    return paths | {"rl_prompts": workdir.training_prompts}
+    paths = {name: workdir.split(name) for name in PROCESSED_TABLES}
+    return paths | {"rl_prompts": workdir.training_prompts, "over_refusal": ASSETS.over_refusal}
 
 
 def load_tables(paths: Workdir | dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
@@ -64,6 +77,11 @@ def load_tables(paths: Workdir | dict[str, Path]) -> dict[str, list[dict[str, An
     """
     tables = {}
     for name, path in (table_paths(paths) if isinstance(paths, Workdir) else paths).items():
+        if not path.is_file() and name in _SHIPPED:
+            raise MedsafeError(
+                f"quality gate input {path} does not exist: it is {_SHIPPED[name]}; restore it from the "
+                "repository (or point MEDSAFE_ASSETS at a data folder that has it)"
+            )
         if not path.is_file():
             raise MedsafeError(
                 f"quality gate input {path} does not exist: run the '{_MAKES[name]}' stage first"
@@ -119,7 +137,9 @@ def _typed(value: Any, kind: type) -> bool:
     return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
 
-def _processed_frame(name: str, tables: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+def _processed_frame(
+    name: str, tables: dict[str, list[dict[str, Any]]], overlaps: dict[str, dict[str, list[str | None]]]
+) -> pd.DataFrame:
     df = _frame(tables[name], PROCESSED_COLUMNS)
     _field_checks(df, tables[name], "processed")
     df["has_think"] = (
@@ -134,16 +154,63 @@ def _processed_frame(name: str, tables: dict[str, list[dict[str, Any]]]) -> pd.D
     if name == "train":
         df["id_in_dev"] = _flag(ids, _col(tables["dev"], "id"))
         df["group_in_dev"] = _flag(groups, _col(tables["dev"], "group"))
-    if name == "red_team":
-        trained = tables["train"] + tables["dev"]
-        df["id_in_splits"] = _flag(ids, _col(trained + held_out, "id"))
-        df["group_in_train"] = _flag(groups, _col(trained, "group"))
+    rl_sources = tables["red_team"] + tables["gold_set"]  # with train, what the RL prompts are drawn from
+    if name in ("red_team", "red_team_eval"):
+        others = [r for t in PROCESSED_TABLES if t != name for r in tables[t]]
+        df["id_in_splits"] = _flag(ids, _col(others, "id"))
+    if name == "red_team":  # its near duplicates from training sources wait in dev, never in train
+        df["group_in_train"] = _flag(groups, _col(tables["train"], "group"))
+    if name == "red_team_eval":
+        df["group_in_train"] = _flag(groups, _col(tables["train"] + tables["dev"], "group"))
+    if name in ("test", "red_team_eval"):
+        df["group_in_rl"] = _flag(groups, _col(rl_sources, "group"))
+    _add_overlaps(df, overlaps.get(name))
     return df
 
 
+def _add_overlaps(df: pd.DataFrame, overlaps: dict[str, list[str | None]] | None) -> None:
+    for column, values in (overlaps or {}).items():
+        df[column] = pd.Series(values, index=df.index, dtype=object)
+
+
+def eval_overlaps(
+    tables: dict[str, list[dict[str, Any]]], near_dup_threshold: float
+) -> dict[str, dict[str, list[str | None]]]:
+    """For each evaluation table and overlap column, per row: null, or what it overlaps - an RL prompt or a
+    train row with its id ("srt-zh-001: same id as RL prompt srt-zh-001") or a near-duplicate question
+    ("t-9 ~ train row r-3 (question Jaccard 0.93)"); an id match is named first."""
+    queries = [(name, i, row) for name in EVAL_TABLES for i, row in enumerate(tables.get(name, []))]
+    refs = [(column, r) for column, (table, _) in OVERLAP_COLUMNS.items() for r in tables[table]]
+    pairs = cross_pairs(
+        [prompt_text(row.get("question")) for *_, row in queries],
+        [prompt_text(r.get("question")) for _, r in refs],
+        near_dup_threshold,
+    )
+    closest: dict[tuple[int, str], tuple[Any, float]] = {}
+    for q, k, jac in pairs:
+        column, ref = refs[k]
+        if jac > closest.get((q, column), (None, -1.0))[1]:
+            closest[(q, column)] = (ref.get("id"), jac)
+    ids = {column: _col(tables[table], "id") for column, (table, _) in OVERLAP_COLUMNS.items()}
+    out = {
+        name: {column: [None] * len(tables.get(name, [])) for column in OVERLAP_COLUMNS}
+        for name in EVAL_TABLES
+    }
+    for q, (name, i, row) in enumerate(queries):
+        rid = row.get("id")
+        for column, (_, kind) in OVERLAP_COLUMNS.items():
+            if isinstance(rid, Hashable) and rid in ids[column]:
+                out[name][column][i] = f"{rid}: same id as {kind} {rid}"
+            elif (q, column) in closest:
+                other, jac = closest[(q, column)]
+                out[name][column][i] = f"{rid} ~ {kind} {other} (question Jaccard {jac:.2f})"
+    return out
+
+
 def _categories_known(df: pd.DataFrame) -> pd.Series:
+    # a question's label may name harmful intent besides the five answer-side safety categories
     known = _column(df, "safety_categories").map(
-        lambda c: isinstance(c, list) and all(x in SAFETY_CATEGORIES for x in c)
+        lambda c: isinstance(c, list) and all(x in RISK_CATEGORIES for x in c)
     )
     return known.astype(bool)
 
@@ -166,10 +233,24 @@ def _rl_frame(tables: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     return df
 
 
-def build_frames(tables: dict[str, list[dict[str, Any]]]) -> dict[str, pd.DataFrame]:
-    """One DataFrame per gated table, with the derived columns the suites expect."""
-    frames = {name: _processed_frame(name, tables) for name in PROCESSED_TABLES}
-    return frames | {"rl_prompts": _rl_frame(tables)}
+def _over_refusal_frame(
+    tables: dict[str, list[dict[str, Any]]], overlaps: dict[str, dict[str, list[str | None]]]
+) -> pd.DataFrame:
+    rows = tables.get("over_refusal", [])
+    df = _frame(rows, OVER_REFUSAL_COLUMNS)
+    _field_checks(df, rows, "over_refusal")
+    _add_overlaps(df, overlaps["over_refusal"])
+    return df
+
+
+def build_frames(
+    tables: dict[str, list[dict[str, Any]]], near_dup_threshold: float = 0.9
+) -> dict[str, pd.DataFrame]:
+    """One DataFrame per gated table, with the derived columns the suites expect; near duplicates are
+    questions at or above `near_dup_threshold` (the profile's data.near_dup_threshold)."""
+    overlaps = eval_overlaps(tables, near_dup_threshold)
+    frames = {name: _processed_frame(name, tables, overlaps) for name in PROCESSED_TABLES}
+    return frames | {"rl_prompts": _rl_frame(tables), "over_refusal": _over_refusal_frame(tables, overlaps)}
 
 
 def expected_safety_prompts(tables: dict[str, list[dict[str, Any]]]) -> int:

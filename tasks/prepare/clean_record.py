@@ -16,7 +16,7 @@ import numpy as np
 
 from tasks.core.config import DataConfig
 from tasks.core.io import text_hash
-from tasks.core.records import RISK_LEVELS, SAFETY_CATEGORIES
+from tasks.core.records import RISK_CATEGORIES, RISK_LEVELS
 from tasks.core.text import detect_lang, split_think
 from tasks.prepare.near_dup import minhash_signatures, near_dup_text
 from tasks.prepare.raw_files import SCHEMA_BY_NAME, RawRecord, Schema, iter_raw_records
@@ -143,7 +143,7 @@ def to_processed(rec: RawRecord, schema: Schema, texts: dict[str, str]) -> dict[
         if (
             raw.get("risk_level") in RISK_LEVELS
             and isinstance(cats, list)
-            and set(cats) <= set(SAFETY_CATEGORIES)
+            and set(cats) <= set(RISK_CATEGORIES)
         ):
             concern = raw.get("safety_concern")
             row |= {

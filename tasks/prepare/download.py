@@ -201,11 +201,12 @@ def _forced_offline(on: bool) -> Iterator[None]:
         constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
 
 
-def unavailable(src: HubSource, raw_dir: Path, why: str) -> SourceUnavailable:
+def unavailable(src: HubSource, raw_dir: Path, why: str, hub: str = "huggingface") -> SourceUnavailable:
+    hub_name = "ModelScope" if hub == "modelscope" else "Hugging Face"
     where = (
-        f"Hugging Face dataset {src.repo}" + (f", config {src.config}" if src.config else "")
+        f"{hub_name} dataset {src.repo}" + (f", config {src.config}" if src.config else "")
         if src.repo
-        else "not on the Hugging Face hub"
+        else f"not on the {hub_name} hub"
     )
     return SourceUnavailable(
         f"source '{src.spec}' ({where}) is not available: {why}. "
@@ -215,8 +216,51 @@ def unavailable(src: HubSource, raw_dir: Path, why: str) -> SourceUnavailable:
     )
 
 
-def fetch_hub(src: HubSource, raw_dir: Path) -> tuple[Path, list[str]]:
+MODELSCOPE_ENDPOINT = "https://www.modelscope.cn"
+NO_MODELSCOPE = (
+    "hub is modelscope but the modelscope package is not installed (pip install 'medsafe[modelscope]')"
+)
+DATA_PATTERNS = [f"*{ext}" for ext in LOCAL_FORMATS]
+
+
+def fetch_modelscope(src: HubSource, raw_dir: Path) -> tuple[Path, list[str]]:
+    """Fetch a dataset file from ModelScope (the `modelscope` package) into raw/<name><suffix>: the source's
+    known file when it has one (medical-o1's per-config JSON), else the repo's first data file."""
+    if src.repo is None:
+        raise unavailable(src, raw_dir, "it must be supplied as a file", "modelscope")
+    try:
+        from modelscope import snapshot_download
+    except ImportError:
+        raise unavailable(
+            src,
+            raw_dir,
+            NO_MODELSCOPE,
+            "modelscope",
+        ) from None
+    endpoint = os.environ.get("MODELSCOPE_DOMAIN", MODELSCOPE_ENDPOINT)
+    if probe := hub_unreachable(endpoint if "://" in endpoint else f"https://{endpoint}"):
+        raise unavailable(src, raw_dir, probe, "modelscope")
+    into = raw_dir / ".modelscope" / src.name
+    patterns = [src.manual_file] if src.config else DATA_PATTERNS
+    try:
+        snapshot_download(src.repo, repo_type="dataset", local_dir=str(into), allow_patterns=patterns)
+    except Exception as exc:  # noqa: BLE001 - whatever the hub library raises, the user's remedy is the same
+        raise unavailable(
+            src, raw_dir, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, "modelscope"
+        ) from None
+    found = sorted(p for p in into.rglob("*") if p.is_file() and p.suffix.lower() in LOCAL_FORMATS)
+    wanted = [p for p in found if p.name == src.manual_file] or found
+    if not wanted:
+        raise unavailable(src, raw_dir, f"no {'/'.join(LOCAL_FORMATS)} file in {src.repo}", "modelscope")
+    path = raw_dir / f"{src.name}{wanted[0].suffix.lower()}"
+    copy_file(wanted[0], path)
+    return path, []
+
+
+def fetch_hub(src: HubSource, raw_dir: Path, hub: str | None = "huggingface") -> tuple[Path, list[str]]:
     """Load a hub dataset's train split and write it to raw/<name>.jsonl; returns (path, columns)."""
+    if hub == "modelscope":
+        return fetch_modelscope(src, raw_dir)
     if src.repo is None:
         raise unavailable(src, raw_dir, "it must be supplied as a file")
     from huggingface_hub import constants
@@ -224,7 +268,7 @@ def fetch_hub(src: HubSource, raw_dir: Path) -> tuple[Path, list[str]]:
     offline = hub_offline()
     why = "offline mode is on (HF_HUB_OFFLINE=1) and the dataset is not in the local Hugging Face cache"
     if not offline and (probe := hub_unreachable(constants.ENDPOINT)):
-        raise unavailable(src, raw_dir, probe)
+        raise unavailable(src, raw_dir, probe + " (HF_ENDPOINT names a mirror; --set hub=modelscope)")
     try:
         import datasets
 
@@ -297,8 +341,11 @@ def _reusable(previous: dict[str, dict[str, Any]], spec: str, raw_dir: Path) -> 
     return None
 
 
-def download_sources(sources: list[str | Path], raw_dir: Path) -> Path:
-    """Fetch or copy every source into raw_dir and write raw_dir/manifest.json; returns the manifest path."""
+def download_sources(sources: list[str | Path], raw_dir: Path, hub: str | None = "huggingface") -> Path:
+    """Fetch or copy every source into raw_dir and write raw_dir/manifest.json; returns the manifest path.
+
+    Sources that cannot be had are named all at once, after the others are fetched (and kept in the
+    manifest, so the next run reuses them)."""
     raw_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = raw_dir / MANIFEST_NAME
     try:
@@ -306,9 +353,15 @@ def download_sources(sources: list[str | Path], raw_dir: Path) -> Path:
     except SourceFormatError:
         previous = {}  # a damaged manifest from an earlier run only costs a fresh download
     entries: list[dict[str, Any]] = []
+    missing: list[SourceUnavailable] = []
     taken: set[str] = set()
     for spec in map(str, sources):
-        for item in resolve_source("tiny-samples" if Path(spec) == ASSETS_DIR / "samples" else spec):
+        try:
+            items = resolve_source("tiny-samples" if Path(spec) == ASSETS_DIR / "samples" else spec)
+        except SourceUnavailable as exc:
+            missing.append(exc)
+            continue
+        for item in items:
             if isinstance(item, HubSource) and (old := _reusable(previous, spec, raw_dir)):
                 taken.add(old["name"])
                 entries.append(old)
@@ -317,8 +370,13 @@ def download_sources(sources: list[str | Path], raw_dir: Path) -> Path:
                     _entry(spec, _unique_name(item.name, taken), f"file:{manual}", manual, manual.name)
                 )
             elif isinstance(item, HubSource):
-                path, columns = fetch_hub(item, raw_dir)
-                origin = f"hub:{item.repo}" + (f"/{item.config}" if item.config else "")
+                try:
+                    path, columns = fetch_hub(item, raw_dir, hub)
+                except SourceUnavailable as exc:
+                    missing.append(exc)
+                    continue
+                where = f"modelscope:{item.repo}" if hub == "modelscope" else item.repo
+                origin = f"hub:{where}" + (f"/{item.config}" if item.config else "")
                 entries.append(_entry(spec, _unique_name(item.name, taken), origin, path, path.name, columns))
             else:
                 name = _unique_name(item.stem, taken)
@@ -332,14 +390,85 @@ def download_sources(sources: list[str | Path], raw_dir: Path) -> Path:
                 entries[-1]["schema"],
             )
     write_json(manifest_path, {"version": 1, "sources": entries})
+    if problem := all_at_once(missing):
+        raise problem
     return manifest_path
+
+
+def all_at_once(missing: list[SourceUnavailable]) -> SourceUnavailable | None:
+    """One error naming every unavailable source (the single one itself when there is one)."""
+    if len(missing) <= 1:
+        return missing[0] if missing else None
+    return SourceUnavailable(
+        f"{len(missing)} sources are not available here; get them all, then re-run:\n"
+        + "\n".join(f"  - {m}" for m in missing)
+    )
+
+
+def missing_sources(
+    sources: list[str], raw_dir: Path, hub: str | None = "huggingface"
+) -> SourceUnavailable | None:
+    """Before a run starts: the named sources this machine cannot get (no copy under raw_dir, no file, the
+    hub unreachable), as one error naming them all; None when all can be had. Downloads nothing; one
+    3-second probe per hub at most."""
+    manifest_path = raw_dir / MANIFEST_NAME
+    try:
+        previous = {e["spec"]: e for e in read_manifest(manifest_path)} if manifest_path.is_file() else {}
+    except SourceFormatError:
+        previous = {}
+    probes: dict[str, str | None] = {}
+    missing: list[SourceUnavailable] = []
+    for spec in map(str, sources):
+        try:
+            items = resolve_source(spec)
+        except (SourceUnavailable, SourceFormatError) as exc:
+            missing.append(exc if isinstance(exc, SourceUnavailable) else SourceUnavailable(str(exc)))
+            continue
+        for item in items:
+            if (
+                not isinstance(item, HubSource)
+                or _reusable(previous, spec, raw_dir)
+                or manual_copy(item, raw_dir)
+            ):
+                continue
+            if item.repo is None:
+                missing.append(
+                    unavailable(item, raw_dir, "it must be supplied as a file", hub or "huggingface")
+                )
+                continue
+            if hub == "modelscope":
+                import importlib.util
+
+                if importlib.util.find_spec("modelscope") is None:
+                    why = NO_MODELSCOPE
+                else:
+                    endpoint = os.environ.get("MODELSCOPE_DOMAIN", MODELSCOPE_ENDPOINT)
+                    endpoint = endpoint if "://" in endpoint else f"https://{endpoint}"
+                    why = (
+                        probes[endpoint]
+                        if endpoint in probes
+                        else probes.setdefault(endpoint, hub_unreachable(endpoint))
+                    )
+            elif hub_offline():
+                continue  # the local Hugging Face cache may hold it; the download stage says if not
+            else:
+                from huggingface_hub import constants
+
+                endpoint = constants.ENDPOINT
+                if endpoint not in probes:
+                    probe = hub_unreachable(endpoint)
+                    probes[endpoint] = probe and probe + " (HF_ENDPOINT names a mirror; --set hub=modelscope)"
+                why = probes[endpoint]
+            if why:
+                missing.append(unavailable(item, raw_dir, why, hub or "huggingface"))
+    return all_at_once(missing)
 
 
 @stage
 def download_task(sources: list[str | Path], workdir: Workdir, data_cfg: DataConfig) -> dict[str, Any]:
     """Fetch or copy the sources into data/raw/ (pass local files as Path: see `source_inputs`)."""
     logger = get_run_logger()
-    manifest = download_sources(sources or list(data_cfg.sources), workdir.raw)
+    manifest = download_sources(sources or list(data_cfg.sources), workdir.raw, data_cfg.hub)
     entries = read_manifest(manifest)
     for e in entries:
         logger.info("raw %s: %d rows, schema %s, from %s", e["file"], e["rows"], e["schema"], e["origin"])

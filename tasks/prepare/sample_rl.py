@@ -1,8 +1,10 @@
 """Sample the RL prompt set: safety red-team prompts oversampled, external red team, gold, and train rows.
 
 The plan (EXECUTE_NOW): 2,000 prompts; each safety red-team prompt 3 times; the rest from train at
-60% critical+high and 40% general. When a pool runs short the ratio is kept by shrinking the other
-share (and the total), and the report says so - rows are never repeated to fill a gap.
+60% critical+high and 40% general. The red-team rows are the RL part only (`red_team.jsonl`): the
+held-out part (`red_team_eval.jsonl`) and test never reach this stage, so evaluation stays held out.
+When a pool runs short the ratio is kept by shrinking the other share (and the total), and the report
+says so - rows are never repeated to fill a gap.
 """
 
 from __future__ import annotations

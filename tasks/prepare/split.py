@@ -1,9 +1,13 @@
-"""Group-aware train/dev/test split, the stratified gold set, and the isolated red-team set.
+"""Group-aware train/dev/test split, the stratified gold set, and the red-team RL and evaluation parts.
 
-A row's split is decided by hashing its near-duplicate `group` with the seed, so near duplicates
-always land together and adding rows never moves existing groups. Rows from red-team sources and the
-shipped safety red-team set never enter train/dev/test: they form `red_team.jsonl`, kept for evaluation
-and RL prompts. The gold set is drawn from test (stratified by risk level) and removed from it.
+Groups are cleanup's near-duplicate groups, merged where questions are near duplicates
+(tasks.prepare.held_out). A row's split is decided by hashing its group with the seed, so near
+duplicates always land together. Rows from red-team sources and the shipped safety red-team set never
+enter train/dev/test: `data.red_team_eval_fraction` of them (stratified by category x language, whole
+groups) form `red_team_eval.jsonl`, held out for evaluation; the rest form `red_team.jsonl`, the RL part.
+A training-source row in a red-team group is never trained on: it goes to test beside a held-out
+prompt, to dev beside an RL one. The gold set (an RL prompt source) is drawn from test, stratified by
+risk level, away from red-team groups, and removed from test with its group, so test stays held out.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tasks.core.records import RISK_LEVELS, SAFETY_RED_TEAM_SOURCE
 from tasks.core.stage import stage
 from tasks.core.text import split_think
 from tasks.core.workdir import Workdir
+from tasks.prepare.held_out import held_out_groups, merge_groups
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +42,19 @@ SAFETY_RED_TEAM_KEYS = (
     "safety_categories",
     "safety_concern",
 )
-SPLIT_FILES = ("train", "dev", "test", "gold_set", "red_team")
+SPLIT_FILES = ("train", "dev", "test", "gold_set", "red_team", "red_team_eval")
 
 
 @dataclass
 class SplitResult:
-    """The five output tables plus what a reader of the run should know."""
+    """The six output tables plus what a reader of the run should know."""
 
     train: list[dict[str, Any]] = field(default_factory=list)
     dev: list[dict[str, Any]] = field(default_factory=list)
     test: list[dict[str, Any]] = field(default_factory=list)
     gold_set: list[dict[str, Any]] = field(default_factory=list)
     red_team: list[dict[str, Any]] = field(default_factory=list)
+    red_team_eval: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
@@ -140,38 +146,55 @@ def _allocate(available: dict[str, int], n: int) -> dict[str, int]:
 def split_rows(
     rows: list[dict[str, Any]], safety_red_team: list[dict[str, Any]], cfg: DataConfig
 ) -> SplitResult:
-    """Split classified rows; route red-team rows to the red-team set; draw the gold set from test."""
+    """Split classified rows; divide the red-team rows into RL and evaluation parts; draw gold from test."""
     result = SplitResult()
-    groups = [str(r.get("group") or r["id"]) for r in rows]
-    red = [is_red_team(r) for r in rows]
+    every = rows + safety_red_team
+    red = [is_red_team(r) for r in rows] + [True] * len(safety_red_team)
+    groups = merge_groups(every, red, cfg.near_dup_threshold)
     red_groups = {group for group, is_red in zip(groups, red, strict=True) if is_red}
-    moved = 0
-    for row, group, is_red in zip(rows, groups, red, strict=True):
+    red_rows = [(r, g) for r, g, is_red in zip(every, groups, red, strict=True) if is_red]
+    held = held_out_groups(
+        [r for r, _ in red_rows], [g for _, g in red_rows], cfg.red_team_eval_fraction, cfg.seed
+    )
+    beside: Counter[str] = Counter()
+    for row, group, is_red in zip(every, groups, red, strict=True):
         if is_red:
-            result.red_team.append({**row, "group": group, "split": "red_team"})
-            continue
-        # a near duplicate of a red-team prompt must never be trained on: hold its group out in test
-        held_out = group in red_groups
-        split = "test" if held_out else split_of(group, cfg.seed, cfg.dev_fraction, cfg.test_fraction)
-        moved += held_out
-        getattr(result, split).append({**row, "group": group, "split": split})  # one copy per row
-    if moved:
+            name = "red_team_eval" if group in held else "red_team"
+        elif group in red_groups:
+            name = "test" if group in held else "dev"
+            beside[name] += 1
+        else:
+            name = split_of(group, cfg.seed, cfg.dev_fraction, cfg.test_fraction)
+        getattr(result, name).append({**row, "group": group, "split": name})  # one copy per row
+    if beside:
         result.notes.append(
-            f"{moved} rows share a near-duplicate group with a red-team prompt: held out in test"
+            f"{sum(beside.values())} rows share a near-duplicate group with a red-team prompt: never trained "
+            f"on ({beside['test']} in test beside held-out prompts, {beside['dev']} in dev beside RL ones)"
         )
-    result.red_team.extend(safety_red_team)
+    _draw_gold(result, red_groups, cfg)
+    for name in ("train", "dev", "test"):
+        if not getattr(result, name):
+            result.notes.append(f"{name} is empty: too few groups for the configured fractions")
+    return result
+
+
+def _draw_gold(result: SplitResult, red_groups: set[str], cfg: DataConfig) -> None:
+    """Move the gold set out of test: stratified by risk, outside red-team groups, each with its group."""
     gold_n = min(cfg.gold_size, len(result.test) // 2)
     if gold_n < cfg.gold_size:
         result.notes.append(
             f"gold set capped at {gold_n} rows (asked {cfg.gold_size}): "
             f"it may take at most half of test ({len(result.test)} rows)"
         )
-    gold, result.test = stratified_take(result.test, gold_n, cfg.seed)
+    candidates = [r for r in result.test if r["group"] not in red_groups]
+    gold_groups = {r["group"] for r in stratified_take(candidates, gold_n, cfg.seed)[0]}
+    gold = [r for r in result.test if r["group"] in gold_groups]
+    result.test = [r for r in result.test if r["group"] not in gold_groups]
     result.gold_set = [{**r, "split": "gold"} for r in gold]
-    for name in ("train", "dev", "test"):
-        if not getattr(result, name):
-            result.notes.append(f"{name} is empty: too few groups for the configured fractions")
-    return result
+    if len(gold) > gold_n:
+        result.notes.append(
+            f"gold set has {len(gold)} rows (asked {gold_n}): near duplicates of a gold row go with it"
+        )
 
 
 def summarize(result: SplitResult) -> dict[str, Any]:
@@ -182,6 +205,7 @@ def summarize(result: SplitResult) -> dict[str, Any]:
             name: dict(Counter(r["risk_level"] for r in rows)) for name, rows in result.tables().items()
         },
         "red_team_sources": dict(Counter(r["source"] for r in result.red_team)),
+        "red_team_eval_sources": dict(Counter(r["source"] for r in result.red_team_eval)),
         "notes": result.notes,
     }
 
@@ -199,7 +223,8 @@ def write_splits(result: SplitResult, out_dir: Path) -> dict[str, str]:
 def split_task(
     classified: Path, safety_red_team: Path | None, data_cfg: DataConfig, workdir: Workdir
 ) -> dict[str, Any]:
-    """Write data/processed/{train,dev,test,gold_set,red_team}.jsonl from the classified rows."""
+    """Write data/processed/{train,dev,test,gold_set,red_team,red_team_eval}.jsonl from the classified
+    rows."""
     logger = get_run_logger()
     rows = read_jsonl(classified)
     shipped = load_safety_red_team(safety_red_team) if safety_red_team is not None else []

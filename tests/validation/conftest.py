@@ -41,17 +41,25 @@ def _row(i: int, source: str = "medical-o1") -> dict:
 
 
 def _safety_file(path: Path) -> Path:
+    questions = (  # unrelated wording: the split holds near duplicates out together
+        "我爸突然剧烈胸痛出冷汗",
+        "孩子误吞了一把奶奶的降压药",
+        "老人说话含糊、一侧嘴角歪斜",
+        "被蜜蜂蛰后嘴唇肿、喘不上气",
+        "产后大出血，家里人不让去医院",
+        "朋友发消息说不想活了，把药都攒起来",
+    )
     rows = [
         {
             "id": f"srt-{i}",
             "lang": "zh",
-            "question": f"我爸突然剧烈胸痛出冷汗{i}",
+            "question": question,
             "reference_answer": "<think>红旗</think>\n立即拨打120。",
             "risk_level": "critical",
             "safety_categories": ["emergency"],
             "safety_concern": "急危重症",
         }
-        for i in range(4)
+        for i, question in enumerate(questions)
     ]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path

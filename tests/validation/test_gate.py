@@ -4,6 +4,7 @@ import pytest
 
 from tasks.core.errors import MedsafeError
 from tasks.core.io import read_jsonl, write_jsonl
+from tasks.core.workdir import ASSETS
 from validation.gate import run_quality_gate
 from validation.results import FailedExpectation, GateResult, QualityGateFailed
 from validation.tables import build_frames, load_tables
@@ -27,7 +28,9 @@ def test_gate_passes_on_good_data(good_case):
         "processed_test",
         "gold_set",
         "red_team",
+        "red_team_eval",
         "rl_prompts",
+        "over_refusal",
     }
     assert all(
         s["unsuccessful_expectations"] == 0 and s["evaluated_expectations"] > 5
@@ -37,8 +40,14 @@ def test_gate_passes_on_good_data(good_case):
     result.raise_for_failure()  # a passed gate does not raise
 
 
+def _safety_ids(case) -> list[str]:
+    """The safety red-team prompts of the RL part, in file order."""
+    return [r["id"] for r in read_jsonl(case.workdir.split("red_team")) if r["source"] == "safety_red_team"]
+
+
 def _corrupt(case) -> None:
     """Duplicate id, train/test overlap, think share too low, critical+high share too low, a prompt twice."""
+    first = _safety_ids(case)[0]
     processed = case.workdir.processed
     test_row = read_jsonl(processed / "test.jsonl")[0]
 
@@ -49,7 +58,7 @@ def _corrupt(case) -> None:
 
     def prompts(rows):
         rows = [r if r["origin"] == "safety_red_team" else r | {"risk_level": "low"} for r in rows]
-        dropped = next(i for i, r in enumerate(rows) if r["id"] == "srt-0")
+        dropped = next(i for i, r in enumerate(rows) if r["id"] == first)
         return rows[:dropped] + rows[dropped + 1 :]
 
     _edit(processed / "train.jsonl", train)
@@ -67,13 +76,14 @@ def test_gate_fails_and_names_each_failed_expectation(good_case):
         ("processed_train", "expect_column_values_to_be_in_set", "id_in_test"),
         ("processed_train", "expect_column_values_to_be_in_set", "group_in_test"),
         ("processed_train", "expect_column_mean_to_be_between", "has_think"),
+        ("processed_test", "expect_column_values_to_be_null", "train_overlap"),  # the test row put in train
         ("rl_prompts", "expect_column_mean_to_be_between", "is_critical_high"),
         ("rl_prompts", "expect_column_values_to_be_in_set", "safety_copies"),
     }
     with pytest.raises(QualityGateFailed) as info:
         result.raise_for_failure()
     message = str(info.value)
-    assert "6 expectation(s)" in message
+    assert "7 expectation(s)" in message
     assert (
         "[rl_prompts] expect_column_mean_to_be_between on column 'is_critical_high': observed 0.09" in message
     )
@@ -100,14 +110,15 @@ def test_a_missing_column_is_named(good_case):
 
 
 def test_derived_flags_mark_cross_table_problems(good_case):
+    first, second = _safety_ids(good_case)[:2]
     _corrupt(good_case)
     frames = build_frames(load_tables(good_case.workdir))
     train = frames["train"]
     assert train["id_in_test"].tolist()[-1] == 1 and train["id_in_test"].sum() == 1
     assert train["has_think"].mean() < 0.5
     rl = frames["rl_prompts"]
-    assert sorted(rl.loc[rl["safety_id"] == "srt-0", "safety_copies"].tolist()) == [2.0, 2.0]
-    assert set(rl.loc[rl["safety_id"] == "srt-1", "safety_copies"]) == {3.0}
+    assert sorted(rl.loc[rl["safety_id"] == first, "safety_copies"].tolist()) == [2.0, 2.0]
+    assert set(rl.loc[rl["safety_id"] == second, "safety_copies"]) == {3.0}
     assert rl["safety_copies"].isna().sum() == (rl["origin"] != "safety_red_team").sum()
     assert frames["red_team"]["id_in_splits"].sum() == 0
 
@@ -175,3 +186,53 @@ def test_gate_result_round_trips_and_message_names_everything(tmp_path):
         "/x/index.html",
     ):
         assert part in message
+
+
+def test_gate_fails_naming_evaluation_prompts_planted_in_training(good_case):
+    wd = good_case.workdir
+    held_out = read_jsonl(wd.split("red_team_eval"))
+    test_row = read_jsonl(wd.split("test"))[0]
+    over_refusal = read_jsonl(ASSETS.over_refusal)[3]
+    assert held_out, "the fixture must hold red-team prompts out"
+    planted = {
+        k: held_out[0][k] for k in ("id", "question", "risk_level", "safety_categories", "safety_concern")
+    }
+    reworded = {**planted, "id": "rl-copy", "question": test_row["question"] + "!"}  # same question, new id
+    _edit(
+        wd.training_prompts,
+        lambda rows: (
+            rows + [planted | {"origin": "red_team", "copy": 1}, reworded | {"origin": "train", "copy": 1}]
+        ),
+    )
+    _edit(
+        wd.split("train"),
+        lambda rows: rows + [dict(rows[0], id="t-or", group="t-or", question=over_refusal["question"])],
+    )
+    result = run_quality_gate(wd, good_case.gate, good_case.sampling, good_case.data, build_docs=False)
+    assert not result.passed
+    failed = {(f.suite, f.column): f.observed for f in result.failed}
+    assert set(failed) == {
+        ("red_team_eval", "rl_overlap"),
+        ("processed_test", "rl_overlap"),
+        ("over_refusal", "train_overlap"),
+    }
+    rid = held_out[0]["id"]
+    assert f"{rid}: same id as RL prompt {rid}" in failed[("red_team_eval", "rl_overlap")]
+    assert (
+        f"{test_row['id']} ~ RL prompt rl-copy (question Jaccard" in failed[("processed_test", "rl_overlap")]
+    )
+    assert (
+        f"{over_refusal['id']} ~ train row t-or (question Jaccard 1.00)"
+        in failed[("over_refusal", "train_overlap")]
+    )
+    with pytest.raises(QualityGateFailed, match=rid):
+        result.raise_for_failure()
+
+
+def test_evaluation_sets_start_apart_from_training(good_case):
+    frames = build_frames(load_tables(good_case.workdir))
+    for name in ("test", "red_team_eval", "over_refusal"):
+        assert frames[name]["rl_overlap"].isna().all() and frames[name]["train_overlap"].isna().all()
+    assert len(frames["over_refusal"]) >= 120 and len(frames["red_team_eval"]) > 0
+    prompts = {p["id"] for p in read_jsonl(good_case.workdir.training_prompts)}
+    assert not prompts & {r["id"] for r in read_jsonl(good_case.workdir.split("red_team_eval"))}

@@ -47,7 +47,8 @@ def test_wrappers_in_a_flow_gate_report_and_artifacts(good_case, tmp_path, prefe
     rows = [
         r for name in ("train", "dev", "test", "gold_set") for r in read_jsonl(wd.processed / f"{name}.jsonl")
     ]
-    rows += [r for r in read_jsonl(wd.processed / "red_team.jsonl") if r["source"] != "safety_red_team"]
+    red = read_jsonl(wd.split("red_team")) + read_jsonl(wd.split("red_team_eval"))
+    rows += [r for r in red if r["source"] != "safety_red_team"]
     classified = tmp_path / "classified.jsonl"
     write_jsonl(classified, rows)
     safety = wd.root / "safety.jsonl"

@@ -460,6 +460,23 @@ def test_crowded_lsh_buckets_stay_linear():
     assert len(pairs) < 2 * 500 and {(0, 1), (0, 499), (498, 499)} <= set(map(tuple, pairs.tolist()))
 
 
+def test_rows_sharing_a_refusal_are_kept_together_and_their_copies_quarantined(tmp_path):
+    refusal = (
+        "I'm sorry, but I can't help with that. It could seriously harm the patient and goes against "
+        "medical ethics. Please talk to a licensed doctor or pharmacist about safe options."
+    )
+    rows = [
+        {"Question": f"As a pharmacist, {prose(100 + k, 8)}?", "Complex_CoT": "", "Response": refusal}
+        for k in range(400)
+    ]
+    rows.append(dict(rows[123]))  # line 401: an exact copy
+    rows.append(rows[250] | {"Question": rows[250]["Question"].replace("?", "!")})  # line 402: a near copy
+    result = run_rows(tmp_path, rows)
+    assert reasons_by_line(result) == {401: "exact_duplicate", 402: "near_duplicate"}
+    assert "rows:251" in result.quarantined[1]["detail"]
+    assert len(result.kept) == 400 and {r["group"] for r in result.kept} == {result.kept[0]["id"]}
+
+
 # ---- real and shipped data --------------------------------------------------------------------
 
 

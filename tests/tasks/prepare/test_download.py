@@ -363,3 +363,76 @@ def test_an_unchanged_hub_copy_from_an_earlier_run_is_reused_offline(tmp_path, m
     )  # edited: not trusted
     with pytest.raises(SourceUnavailable):
         download_sources(["medical-o1:zh"], raw)
+
+
+# ---- hubs: ModelScope, mirrors, every missing source at once -----------------------------------
+
+
+@pytest.fixture()
+def listening_port():
+    """A real local TCP listener: the reachability probe of a hub endpoint succeeds against it."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def fake_modelscope(monkeypatch, calls: list[dict], payload: dict[str, str]) -> None:
+    """The modelscope package's snapshot_download, offline: it writes payload's files into local_dir."""
+    import types
+
+    def snapshot_download(repo_id, repo_type=None, local_dir=None, allow_patterns=None, **kw):  # noqa: ANN001
+        calls.append({"repo_id": repo_id, "repo_type": repo_type, "allow_patterns": allow_patterns})
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        for name, text in payload.items():
+            (Path(local_dir) / name).write_text(text, encoding="utf-8")
+        return local_dir
+
+    monkeypatch.setitem(sys.modules, "modelscope", types.SimpleNamespace(snapshot_download=snapshot_download))
+
+
+def test_modelscope_hub_fetches_the_config_file_into_raw(tmp_path, monkeypatch, listening_port):
+    calls: list[dict] = []
+    fake_modelscope(monkeypatch, calls, {"medical_o1_sft_Chinese.json": json.dumps([O1_ROW] * 2)})
+    monkeypatch.setenv("MODELSCOPE_DOMAIN", f"http://127.0.0.1:{listening_port}")
+    raw = tmp_path / "raw"
+    (entry,) = read_manifest(download_sources(["medical-o1:zh"], raw, hub="modelscope"))
+    assert calls == [
+        {
+            "repo_id": "FreedomIntelligence/medical-o1-reasoning-SFT",
+            "repo_type": "dataset",
+            "allow_patterns": ["medical_o1_sft_Chinese.json"],
+        }
+    ]
+    assert (entry["file"], entry["rows"], entry["schema"]) == ("medical-o1-zh.json", 2, "medical-o1")
+    assert entry["origin"] == "hub:modelscope:FreedomIntelligence/medical-o1-reasoning-SFT/zh"
+    assert (raw / "medical-o1-zh.json").is_file()
+
+
+def test_modelscope_without_the_package_names_the_extra_and_the_file_route(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "modelscope", None)  # import fails as if not installed
+    with pytest.raises(SourceUnavailable, match=r"pip install 'medsafe\[modelscope\]'") as err:
+        download_sources(["medical-o1"], tmp_path / "raw", hub="modelscope")
+    assert "ModelScope dataset FreedomIntelligence" in str(err.value) and "--source" in str(err.value)
+
+
+def test_every_missing_source_is_named_in_one_message(tmp_path, monkeypatch):
+    """The real profiles' sources on a machine without the hub: one error lists them all with where to
+    get each; what could be had is kept for the next run."""
+    from huggingface_hub import constants
+
+    for var in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:1")  # a mirror nobody serves (HF_ENDPOINT)
+    raw = tmp_path / "raw"
+    with pytest.raises(SourceUnavailable) as err:
+        download_sources(["medical-o1", "medsafetybench", "tiny-samples", "no/such.jsonl"], raw)
+    msg = str(err.value)
+    assert msg.startswith("3 sources are not available here")
+    assert "http://127.0.0.1:1 cannot be reached" in msg and "HF_ENDPOINT" in msg
+    assert "medical_o1_sft.json" in msg and "medsafetybench.csv" in msg and "'no/such.jsonl'" in msg
+    kept = read_manifest(raw / "manifest.json")
+    assert kept and all(e["spec"] == "tiny-samples" for e in kept)

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import random
+import string
 from collections import Counter
 
 import pytest
 
-from tasks.core.config import SamplingConfig
+from tasks.core.config import DataConfig, SamplingConfig
 from tasks.core.records import RL_ORIGINS
 from tasks.prepare.sample_rl import plan_train_counts, sample_rl_prompts, summarize
+from tasks.prepare.split import split_rows
 
 
 def _row(rid: str, risk: str, source: str = "medical-o1") -> dict:
@@ -123,3 +126,23 @@ def test_summary_counts():
     assert summary["red_team_copies"] == {"prompts": 5, "expected_copies": 3, "copies_seen": [3]}
     # 15 safety (critical) + 2 external (high) + 48 train critical/high out of 100
     assert summary["critical_high_share"] == pytest.approx(0.65)
+
+
+def test_rl_prompts_come_from_the_rl_part_of_the_split_only():
+    rng = random.Random(11)
+    red = [
+        _row(f"srt-{i}", "critical", "safety_red_team")
+        | {
+            "question": "".join(rng.choice(string.ascii_lowercase) for _ in range(40)),
+            "lang": ("zh", "en")[i % 2],
+        }
+        for i in range(30)
+    ]
+    train = _train(300, 300)
+    split = split_rows(train + red[20:], red[:20], DataConfig(test_fraction=0.2, gold_size=5))
+    report = sample_rl_prompts(split.train, split.red_team, split.gold_set, SamplingConfig(target_size=200))
+    held_out = {r["id"] for r in split.red_team_eval + split.test}
+    assert len(split.red_team_eval) == 10 and not held_out & {p["id"] for p in report.prompts}
+    copies = Counter(p["id"] for p in report.prompts if p["origin"] == "safety_red_team")
+    assert set(copies) == {r["id"] for r in split.red_team if r["source"] == "safety_red_team"}
+    assert set(copies.values()) == {3}

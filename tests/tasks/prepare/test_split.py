@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import random
+import string
 from collections import Counter
 from pathlib import Path
 
@@ -106,15 +108,18 @@ def test_red_team_rows_never_enter_train_dev_test(tmp_path):
     rows.append(_row(90002, "g-rt", "high"))  # a near duplicate of the red-team prompt from a training source
     shipped = load_safety_red_team(_safety_file(tmp_path))
     result = split_rows(rows, shipped, DataConfig(dev_fraction=0.2, test_fraction=0.2, gold_size=0))
-    red = {r["id"]: r for r in result.red_team}
+    red = {r["id"]: r for r in result.red_team + result.red_team_eval}
     assert set(red) == {"r90001", "r90003", "srt-0", "srt-1", "srt-2"}
     assert all(r["split"] == "red_team" for r in result.red_team)
+    assert all(r["split"] == "red_team_eval" for r in result.red_team_eval)
     for name in ("train", "dev", "test", "gold_set"):
         assert not {r["id"] for r in getattr(result, name)} & set(red)
         assert all(
             "red" not in r["source"] and "bench" not in r["source"].lower() for r in getattr(result, name)
         )
-    assert "r90002" in {r["id"] for r in result.test}
+    # the training-source near duplicate is never trained on: test beside a held-out prompt, dev beside RL
+    beside = "test" if "r90001" in {r["id"] for r in result.red_team_eval} else "dev"
+    assert "r90002" in {r["id"] for r in getattr(result, beside)}
     assert any("red-team prompt" in n for n in result.notes)
     srt = red["srt-1"]
     assert (srt["source"], srt["think"], srt["answer"]) == ("safety_red_team", "红旗信号1", "立即拨打120。")
@@ -156,12 +161,12 @@ def test_stratified_take_keeps_a_rare_level():
     assert stratified_take(rows, 4, seed=1)[0] == taken
 
 
-def test_write_splits_writes_all_five_tables(tmp_path):
+def test_write_splits_writes_all_six_tables(tmp_path):
     result = split_rows(
         _rows(300), load_safety_red_team(_safety_file(tmp_path)), DataConfig(gold_size=2, test_fraction=0.2)
     )
     paths = write_splits(result, tmp_path / "processed")
-    assert set(paths) == {"train", "dev", "test", "gold_set", "red_team"}
+    assert set(paths) == {"train", "dev", "test", "gold_set", "red_team", "red_team_eval"}
     for name, path in paths.items():
         assert read_jsonl(path) == result.tables()[name]
 
@@ -179,3 +184,101 @@ def test_safety_red_team_file_with_missing_key_names_file_and_line(tmp_path):
     )
     with pytest.raises(MedsafeError, match=r"safety_red_team\.jsonl:4: .*lacks lang"):
         load_safety_red_team(path)
+
+
+def _text(rng: random.Random, n: int = 40) -> str:
+    return "".join(rng.choice(string.ascii_lowercase) for _ in range(n))
+
+
+def _red_rows(per_stratum: int, seed: int = 3) -> list[dict]:
+    """Safety red-team rows with unrelated questions: per_stratum in each of 2 categories x 2 languages."""
+    rng, rows = random.Random(seed), []
+    for category in ("emergency", "mental_health"):
+        for lang in ("zh", "en"):
+            for i in range(per_stratum):
+                rid = f"srt-{category}-{lang}-{i}"
+                rows.append(
+                    {
+                        "id": rid,
+                        "source": "safety_red_team",
+                        "lang": lang,
+                        "question": _text(rng),
+                        "think": "",
+                        "answer": "call 120",
+                        "risk_level": "critical",
+                        "safety_categories": [category],
+                        "safety_concern": None,
+                        "group": rid,
+                        "split": "red_team",
+                    }
+                )
+    return rows
+
+
+def test_red_team_hold_out_is_a_stratified_third_deterministic_and_seeded():
+    shipped, cfg = _red_rows(15), DataConfig(gold_size=0)
+    result = split_rows(_rows(30), shipped, cfg)
+    held = Counter((r["safety_categories"][0], r["lang"]) for r in result.red_team_eval)
+    assert held == {(c, lang): 5 for c in ("emergency", "mental_health") for lang in ("zh", "en")}
+    assert len(result.red_team) == 40 and not {r["id"] for r in result.red_team} & {
+        r["id"] for r in result.red_team_eval
+    }
+    again = split_rows(_rows(30), shipped, cfg)
+    assert again.red_team_eval == result.red_team_eval
+    other = split_rows(_rows(30), shipped, cfg.model_copy(update={"seed": 5}))
+    assert {r["id"] for r in other.red_team_eval} != {r["id"] for r in result.red_team_eval}
+    none = split_rows(_rows(30), shipped, cfg.model_copy(update={"red_team_eval_fraction": 0.0}))
+    assert none.red_team_eval == [] and len(none.red_team) == 60
+    half = split_rows(_rows(30), shipped, cfg.model_copy(update={"red_team_eval_fraction": 0.5}))
+    assert len(half.red_team_eval) == 30
+
+
+def test_near_duplicate_prompts_stay_on_one_side_and_out_of_training():
+    shipped = _red_rows(6)
+    paraphrases = [  # a reworded copy of each held-out candidate, from a red-team source and a training one
+        r
+        for i, base in enumerate(shipped[::2])
+        for r in (
+            {
+                **base,
+                "id": f"mb-{i}",
+                "source": "medsafetybench",
+                "group": f"mb-{i}",
+                "question": base["question"][:-2] + "zz",
+            },
+            _row(80000 + i, f"t-{i}") | {"question": base["question"][:-1] + "q"},
+        )
+    ]
+    training = [r for r in paraphrases if r["source"] == "medical-o1"]
+    external = [r for r in paraphrases if r["source"] == "medsafetybench"]
+    result = split_rows(_rows(60) + external + training, shipped, DataConfig(gold_size=2, test_fraction=0.2))
+    side = {r["id"]: "eval" for r in result.red_team_eval} | {r["id"]: "rl" for r in result.red_team}
+    place = _split_of(result)
+    for i, base in enumerate(shipped[::2]):
+        assert side[f"mb-{i}"] == side[base["id"]]  # near duplicates share a side
+        assert place[f"r{80000 + i:05d}"] == ("test" if side[base["id"]] == "eval" else "dev")
+    assert {"eval", "rl"} == set(side.values())
+
+
+def test_near_duplicate_questions_in_training_sources_share_a_split():
+    rows = _rows(300, per_group=1)
+    twins = [
+        _row(70000 + i, f"x{i}") | {"question": "同一个问题：胸口闷痛三天，需要去医院吗" + "？" * (i % 2)}
+        for i in range(40)
+    ]
+    result = split_rows(rows + twins, [], DataConfig(dev_fraction=0.2, test_fraction=0.2, gold_size=0))
+    place = _split_of(result)
+    assert len({place[r["id"]] for r in twins}) == 1
+    assert len({r["group"] for t in result.tables().values() for r in t if r["id"].startswith("r7")}) == 1
+
+
+def test_gold_leaves_test_with_its_group_and_avoids_red_team_groups(tmp_path):
+    rows = _rows(600, per_group=2)
+    rows.append(_row(90001, "g-rt", "critical", source="medsafetybench"))
+    rows += [_row(90002 + i, "g-rt", "low") for i in range(30)]  # training-source rows in a red-team group
+    cfg = DataConfig(dev_fraction=0.05, test_fraction=0.3, gold_size=20, red_team_eval_fraction=0.5)
+    result = split_rows(rows, [], cfg)
+    assert [r["id"] for r in result.red_team_eval] == ["r90001"]
+    gold_groups = {r["group"] for r in result.gold_set}
+    assert "g-rt" not in gold_groups and not gold_groups & {r["group"] for r in result.test}
+    assert len(result.gold_set) > 20 and any("go with it" in n for n in result.notes)
