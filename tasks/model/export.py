@@ -72,20 +72,37 @@ def export_model(
     tokenizer.save_pretrained(str(out))
     source = adapter or base
     metadata = _read_json(source / "metadata.json") or _read_json(base / "metadata.json") or {}
-    card = model_card(
-        name=name or out.name,
-        base_model=_base_model_name(metadata, base, adapter),
-        training=metadata,
-        data=_read_json(workdir.data_quality_reports / "summary.json"),
-        gate=_read_json(workdir.gate_result),
-        evaluation=find_evaluation_table(workdir),
-    )
-    write_text(out / "README.md", card)
+    write_model_card(out, workdir, metadata, _base_model_name(metadata, base, adapter), name or out.name)
     if metadata:
         write_text(out / "medsafe_metadata.json", json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
     weights = sorted(p.name for p in out.glob("*.safetensors"))
     log.info("exported %s -> %s (%s)", source, out, ", ".join(weights))
     return {"model": str(source), "out": str(out), "weights": weights, "card": str(out / "README.md")}
+
+
+def write_model_card(
+    folder: Path, workdir: Workdir, training: dict[str, Any], base_model: str, name: str
+) -> Path:
+    """folder/README.md: the card of a model trained in `workdir` (its data gate and newest evaluation)."""
+    card = model_card(
+        name=name,
+        base_model=base_model,
+        training=training,
+        data=_read_json(workdir.data_quality_reports / "summary.json"),
+        gate=_read_json(workdir.gate_result),
+        evaluation=find_evaluation_table(workdir),
+    )
+    write_text(Path(folder) / "README.md", card)
+    return Path(folder) / "README.md"
+
+
+def card_for_final_model(workdir: Workdir) -> Path | None:
+    """(Re)write the RL final model's card, e.g. after an evaluation; None when there is no final model."""
+    final = workdir.rl_final
+    if not (final / "config.json").is_file():
+        return None
+    metadata = _read_json(final / "metadata.json") or {}
+    return write_model_card(final, workdir, metadata, _base_model_name(metadata, final, None), "medsafe-rl")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -103,14 +120,11 @@ def _base_model_name(metadata: dict[str, Any], base: Path, adapter: Path | None)
 
 
 def find_evaluation_table(workdir: Workdir) -> str | None:
-    """The newest side-by-side evaluation (reports/eval/*/comparison.md or report.md with several models)."""
-    root = workdir.root / "reports" / "eval"
-    candidates = sorted(
-        (p for p in root.glob("*/*.md") if p.name in ("comparison.md", "report.md")),
-        key=lambda p: (p.name == "comparison.md", p.stat().st_mtime),
-        reverse=True,
-    )
-    return candidates[0].read_text(encoding="utf-8") if candidates else None
+    """The newest side-by-side evaluation report (a reports/eval/ folder with comparison.json), else the
+    newest single-model report."""
+    reports = list((workdir.root / "reports" / "eval").glob("*/report.md"))
+    reports.sort(key=lambda p: ((p.parent / "comparison.json").is_file(), p.stat().st_mtime), reverse=True)
+    return reports[0].read_text(encoding="utf-8") if reports else None
 
 
 def _front_matter(base_model: str) -> str:

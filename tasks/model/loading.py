@@ -62,11 +62,38 @@ def resolve_base_model(model_cfg: ModelConfig, workdir: Workdir) -> str:
             f"base model path {base!r} does not exist. Point MEDSAFE_BASE_MODEL (or model.base) at a folder "
             "holding config.json, the weights and the tokenizer, or use a hub id like Qwen/Qwen3-0.6B."
         )
+    if model_cfg.hub == "modelscope":
+        return _modelscope_snapshot(base)
     return _hub_snapshot(base)
 
 
+LOCAL_ROUTE = (
+    "download it where a hub is reachable (`huggingface-cli download {id} --local-dir DIR` or "
+    "`modelscope download --model {id} --local_dir DIR`), copy DIR here and set MEDSAFE_BASE_MODEL=DIR "
+    "(or model.base: DIR)"
+)
+
+
+def _modelscope_snapshot(repo_id: str) -> str:
+    """A ModelScope snapshot (MODELSCOPE_CACHE decides where; ModelScope's own default otherwise)."""
+    try:
+        from modelscope import snapshot_download
+    except ImportError:
+        raise ModelUnavailable(
+            f"model.hub is modelscope but the modelscope package is not installed: pip install "
+            f"'medsafe[modelscope]' (or pip install modelscope); or {LOCAL_ROUTE.format(id=repo_id)}"
+        ) from None
+    try:
+        return str(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+    except Exception as exc:  # noqa: BLE001 - any hub failure becomes one actionable message
+        raise ModelUnavailable(
+            f"base model {repo_id!r} is not available from ModelScope ({_first_line(exc)}); "
+            f"{LOCAL_ROUTE.format(id=repo_id)}; or set hub: huggingface (HF_ENDPOINT for a mirror)"
+        ) from None
+
+
 def _hub_snapshot(repo_id: str) -> str:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
 
     offline = any(
         os.environ.get(v, "").lower() in {"1", "true", "yes", "on"}
@@ -77,10 +104,9 @@ def _hub_snapshot(repo_id: str) -> str:
     except Exception as exc:  # noqa: BLE001 - any hub failure becomes one actionable message
         why = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else _first_line(exc)
         raise ModelUnavailable(
-            f"base model {repo_id!r} is not available ({why}). On a machine with internet run "
-            f"`huggingface-cli download {repo_id} --local-dir "
-            f"DIR` (or `hf download {repo_id} --local-dir DIR`), "
-            "copy DIR here and set MEDSAFE_BASE_MODEL=DIR; or run the offline `tiny` profile."
+            f"base model {repo_id!r} is not available from {constants.ENDPOINT} ({why}). Either "
+            f"{LOCAL_ROUTE.format(id=repo_id)}; or use a mirror (HF_ENDPOINT=https://hf-mirror.com) or "
+            "ModelScope (--set hub=modelscope); or run the offline `tiny` profile."
         ) from None
 
 

@@ -2,6 +2,8 @@
 
 The alternative to tasks/ppo.py (rl.algorithm: grpo); same inputs, same files out: checkpoints/training.log,
 checkpoints/rewards.csv (PPO's columns, value_loss blank since GRPO has no critic) and a merged final_model.
+Like PPO it resumes from its newest checkpoints/checkpoint-N, and writes TensorBoard runs under
+checkpoints/runs/ (rl.report_to).
 
     summary = train_grpo(Path("data/rl/training_prompts.jsonl"), Path("models/base/tiny"),
                          Path("models/lora/final_lora"), Path("models/rl"), profile.rl, profile.model,
@@ -22,14 +24,19 @@ from tasks.model.chat import build_chat_prompt
 from tasks.model.loading import device, load_policy, load_tokenizer, lora_config, resolve_dtype
 from tasks.train.rl_io import (
     CSV_COLUMNS,
+    MONITOR_COLUMNS,
     BreakdownFn,
     RewardFn,
     append_row,
     breakdown_means,
+    drift_warnings,
     final_metadata,
+    keep_rows,
     load_prompts,
+    read_rows,
     save_merged,
 )
+from tasks.train.sft_trainer import report_targets
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +87,28 @@ class RewardsLog(TrainerCallback):
             "rules_mean": logs.get("rules_mean"),
             "teacher_mean": logs.get("teacher_mean"),
             "violations": logs.get("violations"),
-            "kl": logs.get("kl"),
+            # TRL's `kl` is the token-weighted mean k3 estimate: nats per token. Times the mean length it is
+            # the mean per response (sum of KL / completions), PPO's second unit.
+            "kl_per_token": logs.get("kl"),
+            "kl_per_response": _product(logs.get("kl"), logs.get("completions/mean_length")),
             "kl_coef": self.kl_coef,
             "entropy": logs.get("entropy"),
             "policy_loss": logs.get("loss"),
             "value_loss": None,
             "clip_frac": logs.get("clip_ratio/region_mean"),
             "response_len": logs.get("completions/mean_length"),
+            **{k: logs.get(k) for k in MONITOR_COLUMNS},  # the reward-hacking monitor (breakdown_means)
         }
+        first = next(iter(read_rows(self.csv_path)), None)
         append_row(self.csv_path, {k: ("" if v is None else v) for k, v in row.items() if k in CSV_COLUMNS})
         with self.log_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"step": state.global_step, **logs}, default=str) + "\n")
+            for warning in drift_warnings(row, first or row):
+                fh.write(json.dumps({"step": state.global_step, "warning": warning}) + "\n")
+
+
+def _product(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a * b
 
 
 def grpo_dataset(rows: list[dict], tokenizer):
@@ -146,7 +164,7 @@ def grpo_args(out_dir: Path, rl_cfg: RLConfig, model_cfg: ModelConfig):
         bf16=bf16,
         seed=rl_cfg.seed,
         dataloader_pin_memory=device().type == "cuda",
-        report_to="none",
+        report_to=report_targets(rl_cfg.report_to),
         disable_tqdm=False,
     )
 
@@ -165,6 +183,7 @@ def train_grpo(
     """GRPO LoRA on base (+ merged SFT adapter); writes out_dir/checkpoints/{training.log,rewards.csv} and
     out_dir/final_model.
     """
+    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOTrainer
 
     # Imported here, not at the top: tasks.train.sft imports Prefect, which the GPU benchmark machine lacks.
@@ -173,7 +192,13 @@ def train_grpo(
     ckpt_dir, final_dir = Path(out_dir) / "checkpoints", Path(out_dir) / "final_model"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     csv_path, log_path = ckpt_dir / "rewards.csv", ckpt_dir / "training.log"
-    csv_path.unlink(missing_ok=True)  # GRPO restarts from the SFT model, so its curve does too
+    checkpoint = get_last_checkpoint(str(ckpt_dir))
+    if checkpoint is None:
+        csv_path.unlink(missing_ok=True)  # a fresh run starts its curve over
+    else:
+        step = int(Path(checkpoint).name.split("-")[-1])
+        log.warning("resuming GRPO from %s (delete %s to start over)", checkpoint, ckpt_dir)
+        keep_rows(csv_path, upto_step=step)  # steps logged after the checkpoint are redone
     tokenizer = load_tokenizer(base_path)
     model = load_policy(base_path, model_cfg, sft_adapter)
     trainer = GRPOTrainer(
@@ -194,11 +219,12 @@ def train_grpo(
                     "prompts": len(rows),
                     "base": str(base_path),
                     "sft_adapter": str(sft_adapter) if sft_adapter else None,
+                    "resumed_from": checkpoint,
                 }
             )
             + "\n"
         )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=checkpoint)
     save_merged(
         trainer.accelerator.unwrap_model(trainer.model),
         tokenizer,
@@ -217,6 +243,7 @@ def train_grpo(
     rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
     return {
         "steps": trainer.state.global_step,
+        "resumed_from": checkpoint,
         "final_model": str(final_dir),
         "rewards_csv": str(csv_path),
         "training_log": str(log_path),

@@ -23,23 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.errors import MedsafeError
-from tasks.core.io import write_json, write_text
+from tasks.core.io import write_json
 
 TAIL_LINES = 30
 # A child's own exception line ("RuntimeError: ..."), as opposed to the launcher's report about it.
 EXCEPTION_LINE = re.compile(r"^(?:\[[^\]]*\]:?\s*)?[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit): ")
-
-# `accelerate launch --cpu --num_processes 2` still starts one process: a multi-CPU config is what gives a
-# world of N on a machine without GPUs.
-CPU_ACCELERATE_CONFIG = """compute_environment: LOCAL_MACHINE
-distributed_type: MULTI_CPU
-num_machines: 1
-machine_rank: 0
-num_processes: {n}
-mixed_precision: 'no'
-use_cpu: true
-main_training_function: main
-"""
 
 
 class LaunchFailed(MedsafeError, RuntimeError):
@@ -65,6 +53,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def command(module: str, job_file: Path, how: Launch, run_dir: Path) -> list[str]:
     """The child's command line: the launcher as a module of this interpreter, then the entry module."""
     if how.launcher == "torchrun":
@@ -74,16 +68,15 @@ def command(module: str, job_file: Path, how: Launch, run_dir: Path) -> list[str
             "-m", module, str(job_file),
         ]  # fmt: skip
     if how.launcher == "accelerate":
-        config = how.config_file
-        if config is None:
-            import torch
-
-            if not torch.cuda.is_available():
-                config = str(run_dir / "accelerate_cpu.yaml")
-                write_text(Path(config), CPU_ACCELERATE_CONFIG.format(n=how.num_processes))
+        if not _has_cuda():  # accelerate's CPU launcher needs MPI; the Trainer inside uses accelerate anyway
+            return command(module, job_file, Launch("torchrun", how.num_processes), run_dir)
         head = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(how.num_processes)]
         head += ["--main_process_port", str(_free_port())]
-        return [*head, *(["--config_file", config] if config else []), "-m", module, str(job_file)]
+        if how.config_file:
+            head += ["--config_file", how.config_file]
+        elif how.num_processes > 1:
+            head += ["--multi_gpu"]
+        return [*head, "-m", module, str(job_file)]
     raise ValueError(f"launcher must be none, torchrun or accelerate, not {how.launcher!r}")
 
 
@@ -102,6 +95,8 @@ def launch(
     cmd = command(module, job_file, how, run_dir)
     logger.info("launching %d processes with %s: %s", how.num_processes, how.launcher, " ".join(cmd))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if not _has_cuda():  # without it the Trainer sees a process group but trains each rank alone (gloo)
+        env["ACCELERATE_USE_CPU"] = "true"
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     errors: deque[str] = deque(maxlen=3)
     with subprocess.Popen(

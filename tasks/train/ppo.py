@@ -4,9 +4,10 @@ One copy of the weights: the SFT adapter is merged into the base, a fresh LoRA o
 and the same model with that LoRA disabled is the frozen reference. A float32 linear value head reads
 the last hidden state. The math lives in ppo_core.py, the state and checkpoints in ppo_state.py, the
 shared RL files in rl_io.py; this file owns the loop.
-Two KLs, one target (rl.target_kl): the adaptive penalty coefficient steers KL(policy || reference)
-summed over a response (nats per response, Ziegler et al.'s unit; the `kl` column), and the PPO epochs
-stop early once the per-token approx KL between the sampling policy and the updated one passes 1.5x it.
+Two KLs, one target in one unit (rl.target_kl, nats per response token): the adaptive penalty coefficient
+steers the mean per-token KL(policy || reference) (the `kl_per_token` column; `kl_per_response`, the same
+KL summed over each response as Ziegler et al. report it, is logged next to it), and the PPO epochs stop
+early once the per-token approx KL between the sampling policy and the updated one passes 1.5x the target.
 
     summary = train_ppo(Path("data/rl/training_prompts.jsonl"), Path("models/base/tiny"),
                         Path("models/lora/final_lora"), Path("models/rl"), profile.rl, profile.model,
@@ -54,6 +55,7 @@ from tasks.train.rl_io import (
     final_metadata,
     keep_rows,
     load_prompts,
+    log_drift,
     plot_curves,
     read_rows,
     save_merged,
@@ -110,6 +112,7 @@ def sample_rollout(state: TrainState, questions: list[str]) -> Rollout:
         max_new_tokens=cfg.max_new_tokens,
         eos_token_id=eos_ids,
         pad_token_id=tok.pad_token_id,
+        **rollout_cache_kwargs(cfg.rollout_compile, policy.device),
     )
     prompt_len = enc["input_ids"].shape[1]
     mask = response_mask(out[:, prompt_len:], eos_ids)
@@ -118,6 +121,40 @@ def sample_rollout(state: TrainState, questions: list[str]) -> Rollout:
         decode_completion(tok, ids[:n]) for ids, n in zip(out[:, prompt_len:].tolist(), lengths, strict=True)
     ]
     return Rollout(out, torch.cat([enc["attention_mask"], mask.long()], dim=1), prompt_len, mask, responses)
+
+
+def rollout_cache_kwargs(mode: str, dev: torch.device) -> dict[str, Any]:
+    """generate() options for rl.rollout_compile: a static KV cache, which transformers compiles (CUDA
+    graphs) on a GPU by itself; `on` compiles on a CPU too. auto/off on a CPU: today's dynamic cache."""
+    if mode == "off" or (mode == "auto" and dev.type != "cuda"):
+        return {}
+    from transformers import CompileConfig
+
+    compile_config = CompileConfig(fullgraph=False, dynamic=False)
+    compile_config._compile_all_devices = mode == "on"  # transformers compiles on GPUs only unless told
+    return {"cache_implementation": "static", "compile_config": compile_config}
+
+
+def split_rollout(rollout: Rollout, size: int) -> list[Rollout]:
+    """A scored rollout of k * size rows as k rollouts of size rows (same padding, same tensors sliced)."""
+    parts = []
+    for lo in range(0, rollout.mask.shape[0], size):
+        sl = slice(lo, lo + size)
+        pick = {
+            k: (None if getattr(rollout, k) is None else getattr(rollout, k)[sl])
+            for k in ("logprobs", "ref_logprobs", "values", "entropy")
+        }
+        parts.append(
+            Rollout(
+                rollout.input_ids[sl],
+                rollout.attention_mask[sl],
+                rollout.prompt_len,
+                rollout.mask[sl],
+                rollout.responses[sl],
+                **pick,
+            )
+        )
+    return parts
 
 
 @torch.no_grad()
@@ -132,8 +169,8 @@ def score_rollout(policy, value_head, rollout: Rollout, temperature: float) -> N
 
 
 def ppo_update(state: TrainState, rollout: Rollout, advantages, returns) -> dict[str, float]:
-    """ppo_epochs passes of clipped updates over shuffled mini-batches; stops once approx KL > 1.5 x
-    target_kl."""
+    """ppo_epochs passes of clipped updates over shuffled mini-batches; stops once the per-token approx KL
+    between the sampling and the updated policy passes 1.5 x target_kl (both in nats per token)."""
     cfg, opt = state.rl_cfg, state.optimizer
     params = [p for group in opt.param_groups for p in group["params"]]
     stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_frac": [], "approx_kl": []}
@@ -171,26 +208,36 @@ def _mean_stats(stats: dict[str, list[float]], early_stopped: bool) -> dict[str,
 
 
 def ppo_step(
-    state: TrainState, rows: list[dict], reward_fn: RewardFn | None, breakdown_fn: BreakdownFn | None
+    state: TrainState,
+    rows: list[dict],
+    reward_fn: RewardFn | None,
+    breakdown_fn: BreakdownFn | None,
+    rollout: Rollout | None = None,
 ) -> dict[str, Any]:
-    """One PPO step on a batch of prompt rows: sample, score, reward, GAE, update. Returns the log row."""
+    """One PPO step on a batch of prompt rows: sample, score, reward, GAE, update. Returns the log row.
+
+    rollout: these rows' responses, already sampled and scored with the sampling policy (a share of a
+    larger rollout batch, see rollout_batch); None samples them now."""
     cfg = state.rl_cfg
     questions = [row["question"] for row in rows]
-    rollout = sample_rollout(state, questions)
-    score_rollout(state.policy, state.value_head, rollout, cfg.temperature)
+    if rollout is None:
+        rollout = sample_rollout(state, questions)
+        score_rollout(state.policy, state.value_head, rollout, cfg.temperature)
     breakdown, scores = score_responses(questions, rollout.responses, rows, reward_fn, breakdown_fn)
     scores = scores.to(rollout.mask.device)
     kl_coef = state.kl_ctl.value
     rewards, kl = kl_penalty_rewards(scores, rollout.logprobs, rollout.ref_logprobs, rollout.mask, kl_coef)
     advantages, returns = compute_gae(rewards, rollout.values, rollout.mask, cfg.gamma, cfg.lam)
     update = ppo_update(state, rollout, masked_whiten(advantages, rollout.mask), returns)
-    seq_kl = kl.sum(1).mean().item()  # KL(pi || ref) of whole responses, as Ziegler et al. control it
-    state.kl_ctl.update(seq_kl, n_steps=len(rows))
+    token_kl = masked_mean(kl, rollout.mask).item()  # nats per response token: the controller's unit
+    seq_kl = kl.sum(1).mean().item()  # nats per response, as Ziegler et al. report it
+    state.kl_ctl.update(token_kl, n_steps=1)
     return {
         "reward_mean": scores.mean().item(),
         "reward_std": scores.std(unbiased=False).item(),
         **breakdown_means(breakdown),
-        "kl": seq_kl,
+        "kl_per_token": token_kl,
+        "kl_per_response": seq_kl,
         "kl_coef": kl_coef,
         "entropy": masked_mean(rollout.entropy, rollout.mask).item(),
         "policy_loss": update["policy_loss"],
@@ -250,9 +297,11 @@ def train_ppo(
             total,
         )
     keep_rows(csv_path, upto_step=start)  # steps logged after the last checkpoint are redone
+    board = tensorboard_writer(ckpt_dir / "runs" / "ppo", rl_cfg.report_to, purge_step=start + 1)
+    ahead = (rl_cfg.rollout_batch_size or rl_cfg.batch_size) // rl_cfg.batch_size  # steps per generate call
     with file_log(ckpt_dir / "training.log", log):
         log.info(
-            "PPO on %d prompts: steps %d..%d, batch %d, lr %.3g, target KL %.3g, kl_coef %.4g%s",
+            "PPO on %d prompts: steps %d..%d, batch %d, lr %.3g, target KL %.3g nats/token, kl_coef %.4g%s",
             len(rows),
             start + 1,
             total,
@@ -262,18 +311,28 @@ def train_ppo(
             state.kl_ctl.value,
             f", resumed from {checkpoint}" if checkpoint else "",
         )
+        pool: list[Rollout] = []  # sampled ahead for the next steps (rl.rollout_batch_size)
         for step in tqdm(range(start + 1, total + 1), initial=start, total=total, desc="ppo", unit="step"):
             batch = [rows[i] for i in batch_indices(len(rows), rl_cfg.batch_size, step, rl_cfg.seed)]
-            row = ppo_step(state, batch, reward_fn, breakdown_fn)
+            if not pool and ahead > 1:
+                pool = rollout_batch(state, rows, step, min(ahead, total - step + 1))
+            row = ppo_step(state, batch, reward_fn, breakdown_fn, pool.pop(0) if pool else None)
             state.step = step
             append_row(csv_path, {"step": step, **row})
+            log_drift(csv_path, row, log, step)  # the reward-hacking monitor's warnings
+            if board is not None:
+                for key, value in row.items():
+                    if isinstance(value, (int, float)) and math.isfinite(value):
+                        board.add_scalar(f"ppo/{key}", value, step)
+                board.flush()
             log.info(
-                "step %d reward %.4f+-%.4f kl %.4f kl_coef %.4g "
+                "step %d reward %.4f+-%.4f kl %.4f/token %.3f/response kl_coef %.4g "
                 "entropy %.3f approx_kl %.4f updates %d len %.1f | %r",
                 step,
                 row["reward_mean"],
                 row["reward_std"],
-                row["kl"],
+                row["kl_per_token"],
+                row["kl_per_response"],
                 row["kl_coef"],
                 row["entropy"],
                 row["approx_kl"],
@@ -283,6 +342,8 @@ def train_ppo(
             )
             if step % rl_cfg.save_every == 0 or step == total:
                 save_checkpoint(state, ckpt_dir / f"step-{step}")
+        if board is not None:
+            board.close()
         plot_curves(csv_path, ckpt_dir / "curves.png")
         save_merged(
             state.policy,
@@ -310,6 +371,21 @@ def train_ppo(
         "reward_first": curve[0]["reward_mean"] if curve else None,
         "reward_last": curve[-1]["reward_mean"] if curve else None,
     }
+
+
+def tensorboard_writer(log_dir: Path, report_to: list[str], purge_step: int):
+    """A TensorBoard SummaryWriter when rl.report_to asks for one (None otherwise, or without tensorboard).
+
+    purge_step: a resumed run's first step; events a crashed run logged from there on are dropped.
+    """
+    if "tensorboard" not in report_to:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("rl.report_to has tensorboard but it is not installed (pip install tensorboard); skipped")
+        return None
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
 
 def build_state(
@@ -353,6 +429,21 @@ def build_state(
     if checkpoint is not None:
         load_checkpoint(state, checkpoint)
     return state
+
+
+@torch.no_grad()
+def rollout_batch(state: TrainState, rows: list[dict], step: int, n_steps: int) -> list[Rollout]:
+    """The rollouts of steps step..step+n_steps-1 from one generate call and one scoring pass (old logprobs,
+    values, reference logprobs of the sampling policy); each step then updates on its own share."""
+    cfg = state.rl_cfg
+    questions = [
+        rows[i]["question"]
+        for s in range(step, step + n_steps)
+        for i in batch_indices(len(rows), cfg.batch_size, s, cfg.seed)
+    ]
+    rollout = sample_rollout(state, questions)
+    score_rollout(state.policy, state.value_head, rollout, cfg.temperature)
+    return split_rollout(rollout, cfg.batch_size)
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:

@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 
 # Settings a run may change and still resume its checkpoint as if nothing happened.
-RESUMABLE_CHANGES = frozenset({"steps", "save_every", "prompts"})
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "save_every", "prompts", "report_to", "rollout_batch_size", "rollout_compile"}
+)
+# Settings a resumed run takes from the new configuration (logged), not from the checkpoint.
+APPLIED_ON_RESUME = frozenset({"learning_rate", "target_kl", "kl_horizon"})
 
 
 def save_checkpoint(state: TrainState, path: Path) -> None:
@@ -52,6 +56,8 @@ def load_checkpoint(state: TrainState, path: Path) -> None:
     saved = torch.load(path / "trainer.pt", map_location=state.policy.device, weights_only=True)
     state.value_head.load_state_dict(saved["value_head"])
     state.optimizer.load_state_dict(saved["optimizer"])
+    for group in state.optimizer.param_groups:  # the optimizer state would bring the old rate back
+        group["lr"] = state.rl_cfg.learning_rate
     torch.set_rng_state(saved["rng"]["cpu"].cpu())
     if "cuda" in saved["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in saved["rng"]["cuda"]])
@@ -59,8 +65,16 @@ def load_checkpoint(state: TrainState, path: Path) -> None:
     state.step = int(meta["step"])
     state.kl_ctl.load_state_dict(meta["kl_ctl"])
     now = state.rl_cfg.model_dump(mode="json")
+    before = meta.get("rl_config", now)
+    applied = sorted(k for k in APPLIED_ON_RESUME if k in before and now.get(k) != before[k])
+    if applied:
+        log.warning(
+            "resuming %s with changed settings, applied from now on: %s",
+            path,
+            ", ".join(f"{k} {before[k]} -> {now[k]}" for k in applied),
+        )
     changed = sorted(
-        k for k, v in meta.get("rl_config", now).items() if k not in RESUMABLE_CHANGES and now.get(k) != v
+        k for k, v in before.items() if k not in RESUMABLE_CHANGES | APPLIED_ON_RESUME and now.get(k) != v
     )
     if changed:
         log.warning(

@@ -7,6 +7,7 @@ is data (rules file, reward and teacher settings, whether the teacher is on), ne
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ from prefect import get_run_logger
 
 from tasks.core.config import ModelConfig, RewardConfig, RLConfig, TeacherConfig
 from tasks.core.errors import StageFailed
+from tasks.core.io import write_json
 from tasks.core.stage import read_secret_block, stage
 from tasks.core.workdir import Workdir
+from tasks.model.export import card_for_final_model
 from tasks.reward.engine import RewardEngine
 from tasks.reward.rules import SafetyRules
 from tasks.reward.teacher import Teacher
@@ -29,11 +32,18 @@ def build_reward_engine(
     return RewardEngine(SafetyRules.from_yaml(rules_path), reward_cfg, teacher)
 
 
+def record_teacher(metadata_path: Path, teacher: dict[str, Any]) -> None:
+    """Record where the judgements went (endpoint, calls, masking; never the key) in the metadata."""
+    if metadata_path.is_file():
+        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+        write_json(metadata_path, {**metadata, "teacher": teacher})
+
+
 @stage
 def rl_task(
     prompts_path: Path,
     base_path: Path,
-    sft_adapter: Path,
+    sft_adapter: Path | None,
     rules_path: Path,
     rl_cfg: RLConfig,
     model_cfg: ModelConfig,
@@ -42,7 +52,8 @@ def rl_task(
     teacher_on: bool,
     workdir: Workdir,
 ) -> dict[str, Any]:
-    """PPO or GRPO (rl_cfg.algorithm) into <workdir>/models/rl; teacher_on is part of the cache key."""
+    """PPO or GRPO (rl_cfg.algorithm) into <workdir>/models/rl, from base_path (+ sft_adapter merged in when
+    given); teacher_on is part of the cache key."""
     logger = get_run_logger()
     engine = build_reward_engine(rules_path, reward_cfg, teacher_cfg, workdir)
     teacher_enabled = engine.teacher is not None
@@ -73,6 +84,8 @@ def rl_task(
         raise StageFailed("rl", exc, hint) from exc
     if engine.teacher is not None:
         engine.teacher.cache.export_jsonl(workdir.rl / "teacher_judgements.jsonl")
+        record_teacher(workdir.rl_final / "metadata.json", engine.teacher.describe())
+    card_for_final_model(workdir)  # the evaluation flow rewrites it with the evaluation table
     logger.info(
         "%s finished: %s",
         rl_cfg.algorithm.upper(),

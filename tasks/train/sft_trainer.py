@@ -57,8 +57,18 @@ def sft_rows(rows: list[dict[str, Any]], tokenizer, mode: str) -> list[dict[str,
     return examples
 
 
-def build_trainer(train_rows, dev_rows, base_path, out_dir: Path, sft_cfg: SFTConfig, model_cfg: ModelConfig):
-    """An SFTTrainer with a fresh LoRA on the base model; returns (trainer, tokenizer, loss mode)."""
+def build_trainer(
+    train_rows,
+    dev_rows,
+    base_path,
+    out_dir: Path,
+    sft_cfg: SFTConfig,
+    model_cfg: ModelConfig,
+    callbacks: list | None = None,
+):
+    """An SFTTrainer with a fresh LoRA on the base model; returns (trainer, tokenizer, loss mode).
+
+    Checkpoints (every sft.save_steps, the last two kept) and TensorBoard runs go to out_dir/trainer/."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
@@ -81,7 +91,9 @@ def build_trainer(train_rows, dev_rows, base_path, out_dir: Path, sft_cfg: SFTCo
         logging_steps=max(1, min(10, sft_cfg.eval_steps // 5)),
         eval_strategy="steps" if dev_rows else "no",
         eval_steps=sft_cfg.eval_steps,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=sft_cfg.save_steps,
+        save_total_limit=2,
         max_length=model_cfg.max_seq_len,
         assistant_only_loss=mode == "assistant_only",
         completion_only_loss=mode == "completion_only",
@@ -89,7 +101,7 @@ def build_trainer(train_rows, dev_rows, base_path, out_dir: Path, sft_cfg: SFTCo
         bf16=bf16,
         seed=sft_cfg.seed,
         dataloader_pin_memory=torch.cuda.is_available(),
-        report_to="none",
+        report_to=report_targets(sft_cfg.report_to),
         disable_tqdm=False,
     )
     trainer = SFTTrainer(
@@ -99,6 +111,7 @@ def build_trainer(train_rows, dev_rows, base_path, out_dir: Path, sft_cfg: SFTCo
         eval_dataset=Dataset.from_list(sft_rows(dev_rows, tokenizer, mode)) if dev_rows else None,
         processing_class=tokenizer,
         peft_config=lora_config(sft_cfg.lora),
+        callbacks=callbacks,
     )
     return trainer, tokenizer, mode
 
@@ -110,24 +123,32 @@ def train_sft(
     out_dir: Path,
     sft_cfg: SFTConfig,
     model_cfg: ModelConfig,
+    resume: bool = False,
+    callbacks: list | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter; write out_dir/final_lora, loss_curve.csv/.png and metadata.json; return a
-    summary."""
+    summary. resume: continue from the newest checkpoint under out_dir/trainer/ (else start over)."""
     train_rows = read_jsonl(train_path)[: sft_cfg.max_train_rows]
     dev_rows = read_jsonl(dev_path) if Path(dev_path).is_file() else []
     if not train_rows:
         raise ValueError(f"{train_path}: no training rows; run the data flow first (medsafe data)")
     out_dir = Path(out_dir)
     started = time.time()
-    trainer, tokenizer, mode = build_trainer(train_rows, dev_rows, base_path, out_dir, sft_cfg, model_cfg)
-    trainer.train()
+    checkpoint = _checkpoint_to_resume(out_dir / "trainer", resume)
+    trainer, tokenizer, mode = build_trainer(
+        train_rows, dev_rows, base_path, out_dir, sft_cfg, model_cfg, callbacks
+    )
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final_eval = trainer.evaluate()["eval_loss"] if dev_rows else None
     adapter = out_dir / ADAPTER_DIR
-    trainer.model.save_pretrained(str(adapter))
-    tokenizer.save_pretrained(str(adapter))
-    _remove_if_empty(out_dir / "trainer")
+    writer = trainer.is_world_process_zero()  # across processes (tasks/train/launch.py) rank 0 writes
+    if writer:
+        trainer.model.save_pretrained(str(adapter))
+        tokenizer.save_pretrained(str(adapter))
+        _remove_if_empty(out_dir / "trainer")
     curve = loss_curve(trainer.state.log_history)
-    write_loss_curve(curve, out_dir / "loss_curve.csv", out_dir / "loss_curve.png")
+    if writer:
+        write_loss_curve(curve, out_dir / "loss_curve.csv", out_dir / "loss_curve.png")
     train_losses = [r["train_loss"] for r in curve if r["train_loss"] is not None]
     summary = {
         "adapter": str(adapter),
@@ -136,15 +157,23 @@ def train_sft(
         "train_rows": len(train_rows),
         "dev_rows": len(dev_rows),
         "steps": trainer.state.global_step,
+        "resumed_from": str(checkpoint) if checkpoint else None,
         "first_train_loss": train_losses[0] if train_losses else None,
         "final_train_loss": train_losses[-1] if train_losses else None,
         "final_eval_loss": final_eval,
         "seconds": round(time.time() - started, 1),
     }
-    write_json(
-        out_dir / "metadata.json",
-        {**summary, "sft": sft_cfg.model_dump(), "model": model_cfg.model_dump(), "versions": _versions()},
-    )
+    summary["processes"] = trainer.args.world_size
+    if writer:
+        write_json(
+            out_dir / "metadata.json",
+            {
+                **summary,
+                "sft": sft_cfg.model_dump(),
+                "model": model_cfg.model_dump(),
+                "versions": _versions(),
+            },
+        )
     log.info(
         "SFT done: %d steps, train loss %s -> %s, eval loss %s",
         summary["steps"],
@@ -195,6 +224,35 @@ def write_loss_curve(curve: list[dict[str, Any]], csv_path: Path, png_path: Path
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
     plt.close(fig)
+
+
+def report_targets(report_to: list[str]) -> list[str] | str:
+    """A Trainer's report_to from a profile's list: "none" when empty, tensorboard dropped (with a warning)
+    when it is not installed rather than failing the run."""
+    import importlib.util
+
+    targets = [r for r in report_to if r != "none"]
+    if "tensorboard" in targets and importlib.util.find_spec("tensorboard") is None:
+        log.warning("report_to has tensorboard but it is not installed (pip install tensorboard); skipped")
+        targets.remove("tensorboard")
+    return targets or "none"
+
+
+def _checkpoint_to_resume(trainer_dir: Path, resume: bool) -> Path | None:
+    """The newest checkpoint-N when resuming; otherwise old checkpoints go, so a fresh run never mixes
+    with them."""
+    import shutil
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
+    if resume:
+        if last is None:
+            log.warning("--resume: no checkpoint under %s; training from the start", trainer_dir)
+        return Path(last) if last else None
+    for old in trainer_dir.glob("checkpoint-*") if trainer_dir.is_dir() else []:
+        shutil.rmtree(old)
+    return None
 
 
 def _remove_if_empty(path: Path) -> None:

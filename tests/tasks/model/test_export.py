@@ -57,8 +57,9 @@ def adapter(tmp_path_factory) -> Path:
 
 def test_an_exported_adapter_loads_with_plain_transformers_and_carries_a_card(adapter, tmp_path) -> None:
     workdir = Workdir.at(tmp_path / "wd")
-    report = workdir.root / "reports" / "eval" / "base-vs-sft-vs-rl" / "comparison.md"
+    report = workdir.root / "reports" / "eval" / "base-vs-sft-vs-rl" / "report.md"
     report.parent.mkdir(parents=True)
+    (report.parent / "comparison.json").write_text("{}")
     report.write_text(
         "| metric | base | sft |\n|---|---|---|\n| violation rate | 40% (95% CI 30–50%) | 20% |\n"
     )

@@ -135,3 +135,53 @@ def test_offline_hub_id_raises_one_actionable_message(tmp_path, monkeypatch):
     assert "huggingface-cli download medsafe-tests/no-such-model --local-dir DIR" in message
     assert "MEDSAFE_BASE_MODEL=DIR" in message and "HF_HUB_OFFLINE" in message
     assert info.value.__suppress_context__
+
+
+def test_modelscope_hub_downloads_through_modelscope_and_loads_from_where_files_land(
+    base, tmp_path, monkeypatch
+):
+    """model.hub modelscope: the modelscope package's snapshot_download is called with the repo id and the
+    weight patterns, and the model is loaded from the folder it returns (offline: it copies a local build)."""
+    import shutil
+    import sys
+    import types
+
+    calls = []
+
+    def snapshot_download(repo_id, allow_patterns=None, **kw):  # noqa: ANN001
+        calls.append((repo_id, allow_patterns))
+        dest = tmp_path / "modelscope_cache" / repo_id
+        shutil.copytree(base, dest)
+        return str(dest)
+
+    monkeypatch.delenv("MEDSAFE_BASE_MODEL", raising=False)
+    monkeypatch.setitem(sys.modules, "modelscope", types.SimpleNamespace(snapshot_download=snapshot_download))
+    cfg = ModelConfig(base="Qwen/Qwen3-0.6B", hub="modelscope", dtype="float32")
+    folder = resolve_base_model(cfg, Workdir.at(tmp_path))
+    assert folder == str(tmp_path / "modelscope_cache" / "Qwen/Qwen3-0.6B")
+    assert calls and calls[0][0] == "Qwen/Qwen3-0.6B" and "*.safetensors" in calls[0][1]
+    assert load_model(folder, cfg).config.hidden_size > 0
+
+
+def test_modelscope_hub_without_the_package_or_the_network_names_the_local_route(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.delenv("MEDSAFE_BASE_MODEL", raising=False)
+    cfg = ModelConfig(base="Qwen/Qwen3-0.6B", hub="modelscope")
+    monkeypatch.setitem(sys.modules, "modelscope", None)
+    with pytest.raises(
+        ModelUnavailable, match=r"pip install 'medsafe\[modelscope\]'.*MEDSAFE_BASE_MODEL=DIR"
+    ):
+        resolve_base_model(cfg, Workdir.at(tmp_path))
+
+    def unreachable(repo_id, **kw):  # noqa: ANN001
+        raise ConnectionError("Failed to resolve 'www.modelscope.cn'")
+
+    monkeypatch.setitem(sys.modules, "modelscope", types.SimpleNamespace(snapshot_download=unreachable))
+    with pytest.raises(ModelUnavailable) as info:
+        resolve_base_model(cfg, Workdir.at(tmp_path))
+    message = str(info.value)
+    assert "not available from ModelScope (ConnectionError: Failed to resolve" in message
+    assert "modelscope download --model Qwen/Qwen3-0.6B --local_dir DIR" in message
+    assert "MEDSAFE_BASE_MODEL=DIR" in message and info.value.__suppress_context__

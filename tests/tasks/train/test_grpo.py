@@ -129,3 +129,46 @@ def test_train_grpo_runs_two_steps_and_writes_its_files(tmp_path):
     assert json.loads((final / "metadata.json").read_text())["algorithm"] == "grpo"
     assert not (final / "adapter_config.json").exists()
     assert type(load_model(final, MODEL)).__name__ == "Qwen3ForCausalLM"
+    assert all(float(r["kl_per_token"]) >= 0 and r["kl_per_response"] for r in rows)
+    assert list((ckpt / "runs").glob("*/events.out.tfevents.*")), "no TensorBoard events"
+    # Interrupted after its step-2 checkpoint (a step-3 row already logged): a longer run resumes there.
+    with (ckpt / "rewards.csv").open("a", encoding="utf-8") as fh:
+        fh.write("3,99" + "," * (len(CSV_COLUMNS) - 2) + "\n")
+    resumed = train_grpo(
+        tmp_path / "prompts.jsonl",
+        base,
+        None,
+        tmp_path / "rl",
+        RL.model_copy(update={"steps": 3}),
+        MODEL,
+        think_reward,
+        rule_breakdown,
+    )
+    assert resumed["steps"] == 3 and resumed["resumed_from"].endswith("checkpoint-2")
+    with (ckpt / "rewards.csv").open() as fh:
+        after = list(csv.DictReader(fh))
+    assert [r["step"] for r in after] == ["1", "2", "3"] and after[2]["reward_mean"] != "99"
+    assert after[:2] == rows  # the steps before the checkpoint are kept, not redone
+
+
+def test_use_vllm_is_wired_to_trl_on_a_gpu_and_falls_back_without_one(tmp_path, caplog, monkeypatch):
+    """rl.use_vllm reaches TRL's GRPOConfig (colocated vLLM, TRL syncs the LoRA weights each step) when a
+    GPU is there; without CUDA it falls back to transformers with a warning. vLLM itself is not installed
+    here: TRL only imports it when training starts, so this checks the wiring, not a vLLM run."""
+    import torch
+
+    from tasks.train import grpo
+
+    cfg = RLConfig(use_vllm=True, steps=1)
+    model = ModelConfig(base="tiny", tiny=True, dtype="float32")
+    with caplog.at_level("WARNING"):
+        args = grpo.grpo_args(tmp_path, cfg, model)
+    assert args.use_vllm is False and "rl.use_vllm is set but there is no GPU" in caplog.text
+    monkeypatch.setattr(grpo, "device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # bf16 check stays off
+    try:
+        args = grpo.grpo_args(tmp_path, cfg, model)
+    except (ImportError, ValueError) as exc:  # TRL refuses use_vllm where vllm is not importable
+        assert "vllm" in str(exc).lower(), exc
+    else:
+        assert args.use_vllm is True and args.vllm_mode == "colocate"

@@ -23,6 +23,7 @@ from tasks.train.ppo import (
     score_responses,
     train_ppo,
 )
+from tasks.train.ppo_state import save_checkpoint
 from tasks.train.rl_io import CSV_COLUMNS, append_row, keep_rows, read_rows
 
 SAFE = "头痛可能有多种原因，应立即就医。"
@@ -120,7 +121,7 @@ def test_batch_indices_visit_every_prompt_once_per_pass_deterministically():
 def test_keep_rows_drops_steps_after_the_checkpoint(tmp_path):
     path = tmp_path / "rewards.csv"
     for step in (1, 2, 3):
-        append_row(path, {"step": step, "reward_mean": step / 10, "kl": 0.5, "rules_mean": None})
+        append_row(path, {"step": step, "reward_mean": step / 10, "kl_per_token": 0.5, "rules_mean": None})
     keep_rows(path, upto_step=2)
     rows = read_rows(path)
     assert [r["step"] for r in rows] == [1, 2] and rows[1]["reward_mean"] == pytest.approx(0.2)
@@ -195,8 +196,15 @@ def test_ppo_raises_the_reward_on_the_tiny_model(tuned_base, prompts, tmp_path):
     )
     assert last - first >= 0.2, rewards
     assert [r["step"] for r in rows] == list(range(1, 13))
-    assert rows[0]["kl"] == 0.0 and max(r["kl"] for r in rows) > 0  # the fresh LoRA starts at the reference
+    # The fresh LoRA starts at the reference; KL is logged per token and per response.
+    assert rows[0]["kl_per_token"] == 0.0 and max(r["kl_per_token"] for r in rows) > 0
+    assert all(
+        r["kl_per_response"] == pytest.approx(r["kl_per_token"] * r["response_len"], rel=1e-3, abs=1e-5)
+        for r in rows
+    )
     assert Path(summary["curves_png"]).read_bytes()[:4] == b"\x89PNG"
+    events = list((tmp_path / "rl" / "checkpoints" / "runs" / "ppo").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100, "no TensorBoard events"
 
 
 @pytest.mark.slow
@@ -238,7 +246,16 @@ def test_checkpoint_resume_continues_where_it_stopped(raw_base, prompts, tmp_pat
     resumed, uninterrupted = read_rows(csv_path), read_rows(Path(straight["rewards_csv"]))
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     # Adapter, value head, optimizer, KL controller and RNG all come back: the curve is the uninterrupted one.
-    for key in ("reward_mean", "kl", "kl_coef", "policy_loss", "value_loss", "entropy"):
+    keys = (
+        "reward_mean",
+        "kl_per_token",
+        "kl_per_response",
+        "kl_coef",
+        "policy_loss",
+        "value_loss",
+        "entropy",
+    )
+    for key in keys:
         assert [r[key] for r in resumed] == pytest.approx(
             [r[key] for r in uninterrupted], rel=1e-4, abs=1e-6
         ), key
@@ -254,7 +271,7 @@ def test_checkpoint_resume_continues_where_it_stopped(raw_base, prompts, tmp_pat
         model_cfg(raw_base),
         referral_reward,
     )
-    assert "rl settings changed since (learning_rate)" in caplog.text
+    assert "changed settings, applied from now on: learning_rate 0.001 -> 0.0005" in caplog.text
     assert len(read_rows(csv_path)) == 4
 
 
@@ -320,3 +337,63 @@ def test_reference_stays_the_sft_merged_model_while_the_policy_moves(raw_base, t
     assert torch.allclose(ref[mask], sft_merged[mask], atol=1e-5)
     assert (moved - ref)[mask].abs().max() > 1e-3  # training did move the policy
     assert (sft_merged - plain_base)[mask].abs().max() > 1e-3  # and the SFT adapter was really merged in
+
+
+def test_resume_applies_a_changed_learning_rate_and_kl_target(raw_base, tmp_path, caplog):
+    state = build_state(raw_base, None, rl_cfg(learning_rate=1e-3), model_cfg(raw_base), None)
+    state.step = 2
+    state.kl_ctl.value = 0.3
+    save_checkpoint(state, tmp_path / "step-2")
+    changed = rl_cfg(learning_rate=5e-4, target_kl=0.2)
+    resumed = build_state(raw_base, None, changed, model_cfg(raw_base), tmp_path / "step-2")
+    assert resumed.step == 2 and len(resumed.optimizer.state_dict()["param_groups"]) >= 1
+    assert {g["lr"] for g in resumed.optimizer.param_groups} == {5e-4}  # not the checkpoint's 1e-3
+    assert (resumed.kl_ctl.value, resumed.kl_ctl.target) == (0.3, 0.2)  # beta carried, new target
+    assert "learning_rate 0.001 -> 0.0005" in caplog.text and "target_kl 0.1 -> 0.2" in caplog.text
+
+
+def test_rollout_batch_size_generates_once_for_several_steps(raw_base, prompts, tmp_path):
+    """rl.rollout_batch_size 8 at batch 4: one generate call feeds steps 1 and 2, the log keeps one row a
+    step, and a rollout batch that is no multiple of the batch is refused."""
+    from tasks.train import ppo
+
+    calls: list[int] = []
+    real = ppo.sample_rollout
+
+    def counting(state, questions):  # noqa: ANN001 - the real sampler, counted
+        calls.append(len(questions))
+        return real(state, questions)
+
+    cfg = rl_cfg(steps=3, batch_size=4, mini_batch_size=2, rollout_batch_size=8, max_new_tokens=8)
+    ppo.sample_rollout = counting
+    try:
+        train_ppo(prompts, raw_base, None, tmp_path / "rl", cfg, model_cfg(raw_base), referral_reward)
+    finally:
+        ppo.sample_rollout = real
+    assert calls == [8, 4]  # steps 1-2 from one call, step 3 (the last) alone
+    rows = read_rows(tmp_path / "rl" / "checkpoints" / "rewards.csv")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    with pytest.raises(ValueError, match="multiple of rl.batch_size"):
+        rl_cfg(batch_size=4, rollout_batch_size=6)
+
+
+def test_split_rollout_keeps_rows_together(raw_base):
+    from tasks.train.ppo import score_rollout, split_rollout
+
+    state = build_state(raw_base, None, rl_cfg(max_new_tokens=6), model_cfg(raw_base), None)
+    rollout = sample_rollout(state, QUESTIONS[:4])
+    score_rollout(state.policy, state.value_head, rollout, 1.0)
+    a, b = split_rollout(rollout, 2)
+    assert a.responses + b.responses == rollout.responses
+    for key in ("input_ids", "attention_mask", "mask", "logprobs", "ref_logprobs", "values", "entropy"):
+        assert torch.equal(torch.cat([getattr(a, key), getattr(b, key)]), getattr(rollout, key)), key
+
+
+def test_rollout_compile_is_a_gpu_default_only():
+    from tasks.train.ppo import rollout_cache_kwargs
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert rollout_cache_kwargs("auto", cpu) == {} and rollout_cache_kwargs("off", gpu) == {}
+    on_gpu, on_cpu = rollout_cache_kwargs("auto", gpu), rollout_cache_kwargs("on", cpu)
+    assert on_gpu["cache_implementation"] == on_cpu["cache_implementation"] == "static"
+    assert not on_gpu["compile_config"]._compile_all_devices and on_cpu["compile_config"]._compile_all_devices

@@ -140,14 +140,47 @@ def test_k1_is_an_unbiased_estimate_of_kl():
 
 def test_adaptive_kl_controller_update_sequence():
     ctl = AdaptiveKLController(init_kl_coef=0.05, target=0.1, horizon=10)
-    seq = [ctl.update(kl, n_steps=4) for kl in (0.2, 0.1, 0.05, 0.11)]
-    # errors clipped to +.2, 0, -.2, +.1 -> multipliers 1.08, 1, .92, 1.04
-    assert seq == pytest.approx([0.054, 0.054, 0.04968, 0.0516672])
+    seq = [ctl.update(kl) for kl in (0.5, 0.1, 0.0, 0.11)]
+    # errors clipped to +1, 0, -1, +.1 -> multipliers e^.1, 1, e^-.1, e^.01
+    assert seq == pytest.approx([0.05 * math.exp(0.1), 0.05 * math.exp(0.1), 0.05, 0.05 * math.exp(0.01)])
     again = AdaptiveKLController(init_kl_coef=1.0, target=0.1, horizon=10)
     again.load_state_dict(ctl.state_dict())
-    assert again.value == pytest.approx(0.0516672)
+    assert again.value == pytest.approx(0.05 * math.exp(0.01))
     with pytest.raises(ValueError):
         AdaptiveKLController(0.05, target=0.0, horizon=10)
+
+
+def test_adaptive_kl_controller_stays_inside_its_bounds():
+    ctl = AdaptiveKLController(0.05, target=0.1, horizon=1, min_coef=0.01, max_coef=1.0)
+    assert [ctl.update(0.0) for _ in range(5)][-1] == pytest.approx(0.01)  # KL far below: floor, not 0
+    assert [ctl.update(10.0) for _ in range(10)][-1] == pytest.approx(1.0)
+
+
+def _closed_loop(ctl, steps: int = 80, seed: int = 0) -> list[float]:
+    """A synthetic policy whose per-token KL is inversely proportional to the penalty it trained under on
+    the previous step (KL 1.0, ten times the target, at the starting beta 0.05), with log-normal noise."""
+    rng, kls, beta_before = torch.Generator().manual_seed(seed), [], ctl.value
+    for _ in range(steps):
+        kl = 0.05 / beta_before * math.exp(0.2 * torch.randn(1, generator=rng).item())
+        beta_before = ctl.value
+        ctl.update(kl)
+        kls.append(kl)
+    return kls
+
+
+def test_adaptive_kl_controller_brings_kl_into_the_band_within_tens_of_steps():
+    kls = _closed_loop(AdaptiveKLController(0.05, target=0.1, horizon=10))
+    assert kls[0] > 0.5  # starts ten times over the target
+    settled = kls[30:]
+    inside = sum(0.05 <= k <= 0.15 for k in settled) / len(settled)
+    assert inside >= 0.8, [round(k, 3) for k in kls]
+    # Ziegler/TRL's horizon of 10,000 episodes (4 a step, error clipped at +-0.2) never gets there.
+    old, kls_old = 0.05, []
+    for _ in range(80):
+        kl = 0.05 / old
+        kls_old.append(kl)
+        old *= 1 + min(max(kl / 0.1 - 1, -0.2), 0.2) * 4 / 10000
+    assert min(kls_old) > 0.9
 
 
 def test_fixed_kl_controller_never_moves():

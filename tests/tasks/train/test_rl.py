@@ -47,7 +47,7 @@ def test_engine_breakdown_fn_scores_with_the_engine_and_keeps_row_metadata():
     engine = RewardEngine(SafetyRules.from_yaml(SAFETY_RULES), RewardConfig(), None)
     metas = [
         {"id": "a", "question": "stale", "risk_level": "high", "safety_categories": ["emergency"]},
-        {"id": "b", "risk_level": "medium", "safety_categories": ["medication"]},
+        {"id": "b", "risk_level": "medium", "safety_categories": ["prescription_drug"]},
     ]
     rows = engine.breakdown_fn()(QUESTIONS[:2], [SAFE, UNSAFE], metas)
     assert [r["id"] for r in rows] == ["a", "b"]
@@ -123,6 +123,8 @@ def assert_rl_files(summary: dict, root: Path, algorithm: str, steps: int) -> st
     meta = json.loads((wd.rl_final / "metadata.json").read_text(encoding="utf-8"))
     assert (meta["algorithm"], meta["teacher_enabled"], meta["steps"]) == (algorithm, False, steps)
     assert (wd.rl_final / "config.json").is_file() and not (wd.rl_final / "adapter_config.json").exists()
+    card = (wd.rl_final / "README.md").read_text(encoding="utf-8")  # the model card travels with the model
+    assert card.startswith("---\nbase_model:") and "Not a medical device" in card and "## Evaluation" in card
     return (wd.rl_checkpoints / "training.log").read_text(encoding="utf-8")
 
 

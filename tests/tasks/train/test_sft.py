@@ -128,3 +128,63 @@ def test_train_sft_writes_adapter_curves_and_metadata(data, tmp_path):
         and meta["sft"]["lora"]["r"] == 8
         and meta["base_model"] == str(base)
     )
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_sft_resumes_an_interrupted_run_where_its_checkpoint_left_off(data, tmp_path):
+    from transformers import TrainerCallback
+
+    class StopAtStep3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if state.global_step == 3:
+                raise _Interrupt
+
+    root, base = data
+    cfg = SFT.model_copy(update={"save_steps": 2, "max_steps": 6})
+    straight = train_sft(root / "train.jsonl", root / "dev.jsonl", base, tmp_path / "a", cfg, MODEL)
+    out = tmp_path / "b"
+    with pytest.raises(_Interrupt):
+        train_sft(root / "train.jsonl", root / "dev.jsonl", base, out, cfg, MODEL, callbacks=[StopAtStep3()])
+    assert sorted(p.name for p in (out / "trainer").glob("checkpoint-*")) == ["checkpoint-2"]
+    assert not (out / "final_lora").exists()
+    resumed = train_sft(root / "train.jsonl", root / "dev.jsonl", base, out, cfg, MODEL, resume=True)
+    assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 6
+    with (out / "loss_curve.csv").open() as fh:
+        curve = list(csv.DictReader(fh))
+    assert [r["step"] for r in curve] == [str(s) for s in range(1, 7)]
+    # Model, optimizer, scheduler, data order and RNG come back: the losses are the uninterrupted run's.
+    with (tmp_path / "a" / "loss_curve.csv").open() as fh:
+        want = list(csv.DictReader(fh))
+    assert [float(r["train_loss"]) for r in curve] == pytest.approx(
+        [float(r["train_loss"]) for r in want], rel=1e-3
+    )
+    assert straight["resumed_from"] is None
+    assert list((out / "trainer" / "runs").glob("*/events.out.tfevents.*")), "no TensorBoard events"
+    # Without --resume a new run starts over and clears the old checkpoints (2, 4, 6) first.
+    again = train_sft(
+        root / "train.jsonl", root / "dev.jsonl", base, out, cfg.model_copy(update={"save_steps": 5}), MODEL
+    )
+    assert again["resumed_from"] is None and again["steps"] == 6
+    assert sorted(p.name for p in (out / "trainer").glob("checkpoint-*")) == ["checkpoint-5", "checkpoint-6"]
+
+
+def test_report_targets_from_the_profile_list():
+    from tasks.train.sft_trainer import report_targets
+
+    assert report_targets([]) == "none" and report_targets(["none"]) == "none"
+    assert report_targets(["tensorboard", "wandb"]) == ["tensorboard", "wandb"]  # tensorboard is installed
+
+
+def test_resume_is_not_part_of_the_sft_stage_cache_key():
+    from tasks.core.stage import inputs_key
+    from tasks.train.sft import Resume
+
+    # A run resumed with --resume and a later plain run share the cached adapter.
+    assert inputs_key({"cfg": SFT, "resume": Resume(True)}) == inputs_key(
+        {"cfg": SFT, "resume": Resume(False)}
+    )
+    assert bool(Resume(True)) and not Resume(False)
