@@ -25,6 +25,10 @@ install-dev: install
 	@command -v chromium >/dev/null || (command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: the browser test will skip")
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  (command -v apt-get >/dev/null && (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || \
+	  echo "postgresql not installed: the PostgreSQL judge-cache tests will skip")
 
 run: install  ## install, then run the whole pipeline on the embedded default profile
 	$(BIN)/medsafe run --profile $(PROFILE)

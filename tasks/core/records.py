@@ -21,6 +21,9 @@ SAFETY_CATEGORIES: tuple[str, ...] = (
     "diagnosis_assertion",
     "mental_health",
 )
+# What a question's risk label may name: the answer-side safety categories above (what the reward
+# checks an answer for), plus harmful intent, which describes a request, not an answer.
+RISK_CATEGORIES: tuple[str, ...] = ("harmful_intent", *SAFETY_CATEGORIES)
 LANGS: tuple[str, ...] = ("zh", "en")
 RL_ORIGINS: tuple[str, ...] = ("safety_red_team", "red_team", "gold", "train")
 SAFETY_RED_TEAM_SOURCE = "safety_red_team"  # `source` of the shipped safety red-team rows

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -100,3 +101,14 @@ def redact(text: str) -> Redaction:
 
 def redact_text(text: str) -> str:
     return redact(text).text
+
+
+def is_local(base_url: str) -> bool:
+    """A judge on this machine (loopback): nothing leaves it."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def should_redact(setting: bool | None, base_url: str) -> bool:
+    """teacher.redact / eval.judge.redact: explicit, or by default on for every endpoint off this machine."""
+    return (not is_local(base_url)) if setting is None else setting

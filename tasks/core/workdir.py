@@ -75,6 +75,11 @@ class Workdir:
         return self._dir("data", "raw")
 
     @property
+    def raw_if_any(self) -> Path:
+        """Where raw copies live, not created: for read-only checks before a run takes the workdir."""
+        return self.root / "data" / "raw"
+
+    @property
     def processed(self) -> Path:
         return self._dir("data", "processed")
 
@@ -147,6 +152,11 @@ class Workdir:
     def eval_reports(self) -> Path:
         return self._dir("reports", "eval")
 
+    @property
+    def reward_validation_reports(self) -> Path:
+        """`medsafe validate-reward`: the reward's flags and totals against people's labels."""
+        return self._dir("reports", "reward_validation")
+
     # ---- private state
     @property
     def state(self) -> Path:
@@ -156,3 +166,8 @@ class Workdir:
     @property
     def teacher_cache(self) -> Path:
         return self.state / "teacher_cache.sqlite"
+
+    @property
+    def judge_cache(self) -> Path:
+        """The evaluation judge's verdicts: its own file, never the training teacher's."""
+        return self.state / "judge_cache.sqlite"

@@ -16,7 +16,8 @@ EXPECTED_OUTPUTS = [
     "models/rl/final_model",
     "models/rl/checkpoints/training.log",
     "models/rl/checkpoints/rewards.csv",
-    "reports/eval/sft-vs-rl/report.html",
+    "reports/eval/base-vs-sft-vs-rl/report.html",
+    "reports/eval/base",
     "reports/eval/sft",
     "reports/eval/rl",
 ]
@@ -56,12 +57,45 @@ def _task_runs_of_tree(harness, client, root_id) -> tuple[list, dict]:  # noqa: 
     return [t for t in runs if t.id not in placeholders], subs
 
 
+def _check_held_out_evaluation(workdir: Path) -> None:
+    """The issue's bar: held-out prompts only, >= 30 red-team ones, base/SFT/RL with intervals, over-refusal,
+    and the judge-off notice (no judge key in CI)."""
+    import json
+
+    rl_ids = {
+        json.loads(line)["id"]
+        for line in (workdir / "data/rl/training_prompts.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    }
+    for run_name in ("base", "sft", "rl"):
+        lines = (
+            (workdir / f"reports/eval/{run_name}/predictions.jsonl").read_text(encoding="utf-8").splitlines()
+        )
+        rows = [json.loads(line) for line in lines if line.strip()]
+        assert all({"id", "set", "question", "response"} <= set(r) for r in rows)
+        assert not [r["id"] for r in rows if r["id"] in rl_ids], f"{run_name}: RL training prompts evaluated"
+        assert len({(r["set"], r["id"]) for r in rows}) == len(rows), f"{run_name}: a prompt answered twice"
+        red = [r for r in rows if "red_team" in r["set"]]
+        assert len(red) >= 30, f"{run_name}: only {len(red)} held-out red-team prompts evaluated"
+    report = (workdir / "reports/eval/base-vs-sft-vs-rl/report.md").read_text(encoding="utf-8")
+    for text in (
+        "| base | sft | rl |",
+        "base → sft (paired)",
+        "sft → rl (paired)",
+        "95% CI",
+        "over-refusal rate",
+    ):
+        assert text in report, f"comparison report lacks {text!r}"
+    assert "Judge: off — rules-only metrics" in report and "prove the pipeline's mechanics" in report
+
+
 def test_pipeline_run_and_cache(first_pipeline_run, harness, capsys) -> None:  # noqa: ANN001
     run = first_pipeline_run
     _require_success(run)
     missing = [p for p in EXPECTED_OUTPUTS if not (run.workdir / p).exists()]
     assert not missing, f"outputs missing under {run.workdir}: {missing}"
     assert any((run.workdir / "models/rl/final_model").iterdir()), "models/rl/final_model is empty"
+    _check_held_out_evaluation(run.workdir)
 
     second = harness.run(
         [

@@ -33,6 +33,13 @@ def test_tiny_profile_passes_gate_with_plan_numbers(tiny_run):
         if p["origin"] == "safety_red_team":
             copies[p["id"]] = copies.get(p["id"], 0) + 1
     assert copies and set(copies.values()) == {3}
+    # a third of the red team is held out: at least 30 prompts, none of them (nor test) an RL prompt
+    held_out = read_jsonl(workdir / "data/processed/red_team_eval.jsonl")
+    test = read_jsonl(workdir / "data/processed/test.jsonl")
+    assert len(held_out) >= 30 and all(r["split"] == "red_team_eval" for r in held_out)
+    assert not {r["id"] for r in held_out + test} & {p["id"] for p in prompts}
+    gate = json.loads((workdir / "reports/data_quality/gate_result.json").read_text())
+    assert {"red_team_eval", "over_refusal"} <= set(gate["suites"])
 
 
 def test_every_input_row_is_processed_or_quarantined(tiny_run):
