@@ -48,7 +48,7 @@ app = typer.Typer(
     cls=_MedsafeGroup,
     help=(
         "Make Qwen3 medical models safer: data → risk labels → RL prompts "
-        "→ quality gate → LoRA SFT → PPO/GRPO → SFT-vs-RL evaluation."
+        "→ quality gate → LoRA SFT → PPO/GRPO → held-out evaluation."
     ),
     no_args_is_help=True,
     add_completion=False,

@@ -40,7 +40,6 @@ from tasks.evaluate.render import (
     run_sections,
 )
 from tasks.evaluate.report_text import comparison_intro, run_intro
-from tasks.model.export import card_for_final_model
 from tasks.reward.engine import RewardEngine
 from tasks.reward.rules import SafetyRules
 from tasks.reward.teacher import Teacher
@@ -108,13 +107,12 @@ def evaluate_task(
 
 @stage
 def compare_task(metrics_paths: dict[str, Path], workdir: Workdir, name: str) -> dict[str, Any]:
-    """Prefect stage: runs side by side (SFT vs RL) under reports/eval/<name>/, plus Prefect artifacts."""
+    """Prefect stage: runs side by side (base, SFT, RL) under reports/eval/<name>/, plus Prefect artifacts."""
     logger = get_run_logger()
     summary = run_comparison(
         {k: Path(v) for k, v in metrics_paths.items()}, workdir.eval_reports / name, name
     )
     publish_comparison_artifacts(name, Path(summary["comparison"]))
-    card_for_final_model(workdir)  # the RL model's card gets this evaluation table
     logger.info("eval %s: %s -> %s", name, " vs ".join(summary["runs"]), summary["report_html"])
     return summary
 

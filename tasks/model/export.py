@@ -97,7 +97,7 @@ def write_model_card(
 
 
 def card_for_final_model(workdir: Workdir) -> Path | None:
-    """(Re)write the RL final model's card, e.g. after an evaluation; None when there is no final model."""
+    """Write the RL final model's card (at the end of training); None when there is no final model."""
     final = workdir.rl_final
     if not (final / "config.json").is_file():
         return None

@@ -85,7 +85,9 @@ def rl_task(
     if engine.teacher is not None:
         engine.teacher.cache.export_jsonl(workdir.rl / "teacher_judgements.jsonl")
         record_teacher(workdir.rl_final / "metadata.json", engine.teacher.describe())
-    card_for_final_model(workdir)  # the evaluation flow rewrites it with the evaluation table
+    # The card travels with the model; `medsafe export` writes one with the evaluation table. (Rewriting this
+    # one after evaluation would change the model folder's content, and so every cache key that reads it.)
+    card_for_final_model(workdir)
     logger.info(
         "%s finished: %s",
         rl_cfg.algorithm.upper(),

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import chromium_page as browser_page
+
 pytestmark = pytest.mark.slow
 
 EXPECTED_OUTPUTS = [
@@ -20,17 +22,6 @@ EXPECTED_OUTPUTS = [
     "reports/eval/base",
     "reports/eval/sft",
     "reports/eval/rl",
-]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
 ]
 UI_WAIT_MS = 60_000
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "prefect-ui.png"
@@ -137,17 +128,8 @@ def test_pipeline_run_and_cache(first_pipeline_run, harness, capsys) -> None:  #
 @pytest.fixture(scope="module")
 def chromium_page():  # noqa: ANN201
     """A headless Chromium page (Debian's chromium driven by Playwright); skips where either is missing."""
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium): the UI test needs a browser")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright not installed (pip install -e '.[dev]')"
-    )
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1440, "height": 1000})
-        finally:
-            browser.close()
+    with browser_page(viewport=(1440, 1000)) as page:
+        yield page
 
 
 def _shows(page, *texts: str | re.Pattern, shots: Path) -> None:  # noqa: ANN001

@@ -16,11 +16,13 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--no-first-run",
     "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
 @contextmanager
-def chromium_page(offline: bool = False) -> Iterator:
+def chromium_page(offline: bool = False, viewport: tuple[int, int] = (1280, 900)) -> Iterator:
     """A page in a fresh browser; `offline` aborts every request that is not a local file (and records it)."""
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium): this test needs a browser")
@@ -30,7 +32,8 @@ def chromium_page(offline: bool = False) -> Iterator:
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900}, offline=offline)
+            size = {"width": viewport[0], "height": viewport[1]}
+            context = browser.new_context(viewport=size, offline=offline)
             blocked: list[str] = []
             if offline:
 
