@@ -9,7 +9,15 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tasks.core.errors import ProfileError
 
@@ -310,14 +318,13 @@ class RLConfig(_Strict):
     use_vllm: bool = False
     seed: int = 42
 
-    @model_validator(mode="after")
-    def _rollout_batch(self) -> RLConfig:
-        if self.rollout_batch_size is not None and self.rollout_batch_size % self.batch_size:
-            raise ValueError(
-                f"rl.rollout_batch_size ({self.rollout_batch_size}) must be a multiple of rl.batch_size "
-                f"({self.batch_size})"
-            )
-        return self
+    @field_validator("rollout_batch_size")
+    @classmethod
+    def _rollout_batch(cls, value: int | None, info: ValidationInfo) -> int | None:
+        batch = info.data.get("batch_size")
+        if value is not None and batch and value % batch:
+            raise ValueError(f"must be a multiple of rl.batch_size ({batch})")
+        return value
 
 
 class EvalJudgeConfig(_Strict):

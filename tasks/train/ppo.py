@@ -98,7 +98,16 @@ def sample_rollout(state: TrainState, questions: list[str]) -> Rollout:
     temperature/top_p."""
     tok, cfg, policy = state.tokenizer, state.rl_cfg, state.policy
     chat = [build_chat_prompt(tok, q) for q in questions]
-    enc = tok(chat, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    cache = rollout_cache_kwargs(cfg.rollout_compile, policy.device)
+    # A compiled static cache recompiles for every new prompt length: pad to a multiple of 64 instead.
+    enc = tok(
+        chat,
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+        add_special_tokens=False,
+        pad_to_multiple_of=STATIC_PAD if cache else None,
+    )
     # Over-long prompts lose their start, never the open assistant turn at the end.
     enc = {k: v[:, -state.max_prompt_tokens :].to(policy.device) for k, v in enc.items()}
     eos = policy.generation_config.eos_token_id or tok.eos_token_id
@@ -112,7 +121,7 @@ def sample_rollout(state: TrainState, questions: list[str]) -> Rollout:
         max_new_tokens=cfg.max_new_tokens,
         eos_token_id=eos_ids,
         pad_token_id=tok.pad_token_id,
-        **rollout_cache_kwargs(cfg.rollout_compile, policy.device),
+        **cache,
     )
     prompt_len = enc["input_ids"].shape[1]
     mask = response_mask(out[:, prompt_len:], eos_ids)
@@ -121,6 +130,9 @@ def sample_rollout(state: TrainState, questions: list[str]) -> Rollout:
         decode_completion(tok, ids[:n]) for ids, n in zip(out[:, prompt_len:].tolist(), lengths, strict=True)
     ]
     return Rollout(out, torch.cat([enc["attention_mask"], mask.long()], dim=1), prompt_len, mask, responses)
+
+
+STATIC_PAD = 64  # prompt lengths are padded to a multiple of this when rollouts are compiled
 
 
 def rollout_cache_kwargs(mode: str, dev: torch.device) -> dict[str, Any]:

@@ -373,7 +373,7 @@ def test_rollout_batch_size_generates_once_for_several_steps(raw_base, prompts, 
     assert calls == [8, 4]  # steps 1-2 from one call, step 3 (the last) alone
     rows = read_rows(tmp_path / "rl" / "checkpoints" / "rewards.csv")
     assert [r["step"] for r in rows] == [1, 2, 3]
-    with pytest.raises(ValueError, match="multiple of rl.batch_size"):
+    with pytest.raises(ValueError, match="must be a multiple of rl.batch_size"):
         rl_cfg(batch_size=4, rollout_batch_size=6)
 
 
@@ -397,3 +397,20 @@ def test_rollout_compile_is_a_gpu_default_only():
     on_gpu, on_cpu = rollout_cache_kwargs("auto", gpu), rollout_cache_kwargs("on", cpu)
     assert on_gpu["cache_implementation"] == on_cpu["cache_implementation"] == "static"
     assert not on_gpu["compile_config"]._compile_all_devices and on_cpu["compile_config"]._compile_all_devices
+
+
+def test_static_cache_rollouts_pad_prompts_and_sample_like_the_dynamic_path(raw_base, monkeypatch):
+    """The GPU path's generate options on a CPU, without compiling: a static KV cache, prompts padded to a
+    multiple of 64 (one compiled shape per bucket); same seed, same sampled tokens as the dynamic cache."""
+    from tasks.train import ppo
+
+    state = build_state(raw_base, None, rl_cfg(max_new_tokens=8), model_cfg(raw_base), None)
+    questions = ["头痛", QUESTIONS[3], QUESTIONS[5] * 3]
+    torch.manual_seed(7)
+    dynamic = sample_rollout(state, questions)
+    monkeypatch.setattr(ppo, "rollout_cache_kwargs", lambda mode, dev: {"cache_implementation": "static"})
+    torch.manual_seed(7)
+    static = sample_rollout(state, questions)
+    assert static.prompt_len % ppo.STATIC_PAD == 0 and static.prompt_len > dynamic.prompt_len
+    assert static.responses == dynamic.responses
+    assert torch.equal(static.mask, dynamic.mask)
