@@ -317,6 +317,24 @@ class RLConfig(_Strict):
     )
     use_vllm: bool = False
     seed: int = 42
+    launcher: Literal["none", "torchrun", "accelerate"] = Field(
+        "none",
+        description="GRPO only (PPO is single-process): none trains in the stage's process; torchrun / "
+        "accelerate start num_processes ranks as a child.",
+    )
+    num_processes: int = Field(1, ge=1, description="GRPO ranks to start with the launcher.")
+    launch_config: str | None = Field(
+        None, description="accelerate/DeepSpeed config file for launcher=accelerate (default: plain DDP)."
+    )
+
+    @model_validator(mode="after")
+    def _grpo_only_launcher(self) -> RLConfig:
+        if self.launcher != "none" and self.algorithm == "ppo":
+            raise ValueError(
+                "rl.launcher starts GRPO across processes; PPO is single-process (its rollout, reward and "
+                "update loop and value head live in one process): use rl.algorithm=grpo or rl.launcher=none"
+            )
+        return self
 
     @field_validator("rollout_batch_size")
     @classmethod

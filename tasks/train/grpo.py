@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ class RewardsLog(TrainerCallback):
         self.csv_path, self.log_path, self.kl_coef = csv_path, log_path, kl_coef
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - TrainerCallback signature
-        if not logs or "reward" not in logs:
+        if not logs or "reward" not in logs or not state.is_world_process_zero:  # across processes: rank 0
             return
         row = {
             "step": state.global_step,
@@ -193,9 +194,11 @@ def train_grpo(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     csv_path, log_path = ckpt_dir / "rewards.csv", ckpt_dir / "training.log"
     checkpoint = get_last_checkpoint(str(ckpt_dir))
+    writer = int(os.environ.get("RANK", "0")) == 0  # across processes (tasks/train/launch.py) rank 0 writes
     if checkpoint is None:
-        csv_path.unlink(missing_ok=True)  # a fresh run starts its curve over
-    else:
+        if writer:
+            csv_path.unlink(missing_ok=True)  # a fresh run starts its curve over
+    elif writer:
         step = int(Path(checkpoint).name.split("-")[-1])
         log.warning("resuming GRPO from %s (delete %s to start over)", checkpoint, ckpt_dir)
         keep_rows(csv_path, upto_step=step)  # steps logged after the checkpoint are redone
@@ -210,39 +213,42 @@ def train_grpo(
         peft_config=lora_config(rl_cfg.lora),
         callbacks=[RewardsLog(csv_path, log_path, rl_cfg.init_kl_coef)],
     )
-    with log_path.open("a", encoding="utf-8") as fh:
-        fh.write(
-            json.dumps(
-                {
-                    "event": "start",
-                    "algorithm": "grpo",
-                    "prompts": len(rows),
-                    "base": str(base_path),
-                    "sft_adapter": str(sft_adapter) if sft_adapter else None,
-                    "resumed_from": checkpoint,
-                }
+    if writer:
+        with log_path.open("a", encoding="utf-8") as fh:
+            fh.write(
+                json.dumps(
+                    {
+                        "event": "start",
+                        "algorithm": "grpo",
+                        "prompts": len(rows),
+                        "base": str(base_path),
+                        "sft_adapter": str(sft_adapter) if sft_adapter else None,
+                        "resumed_from": checkpoint,
+                    }
+                )
+                + "\n"
             )
-            + "\n"
-        )
     trainer.train(resume_from_checkpoint=checkpoint)
-    save_merged(
-        trainer.accelerator.unwrap_model(trainer.model),
-        tokenizer,
-        final_dir,
-        final_metadata(
-            "grpo",
-            trainer.state.global_step,
-            len(rows),
-            base_path,
-            sft_adapter,
-            rl_cfg,
-            model_cfg,
-            **(metadata or {}),
-        ),
-    )
+    if writer:
+        save_merged(
+            trainer.accelerator.unwrap_model(trainer.model),
+            tokenizer,
+            final_dir,
+            final_metadata(
+                "grpo",
+                trainer.state.global_step,
+                len(rows),
+                base_path,
+                sft_adapter,
+                rl_cfg,
+                model_cfg,
+                **(metadata or {}),
+            ),
+        )
     rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
     return {
         "steps": trainer.state.global_step,
+        "processes": trainer.args.world_size,
         "resumed_from": checkpoint,
         "final_model": str(final_dir),
         "rewards_csv": str(csv_path),

@@ -22,6 +22,7 @@ from tasks.model.export import card_for_final_model
 from tasks.reward.engine import RewardEngine
 from tasks.reward.rules import SafetyRules
 from tasks.reward.teacher import Teacher
+from tasks.train.launch import Launch, launch
 
 
 def build_reward_engine(
@@ -30,6 +31,34 @@ def build_reward_engine(
     """Rules from YAML plus the teacher when it is on (None otherwise, logged loudly by Teacher.from_env)."""
     teacher = Teacher.from_env(teacher_cfg, workdir.teacher_cache, read_secret_block)
     return RewardEngine(SafetyRules.from_yaml(rules_path), reward_cfg, teacher)
+
+
+def launch_grpo(
+    prompts_path: Path,
+    base_path: Path,
+    sft_adapter: Path | None,
+    rules_path: Path,
+    rl_cfg: RLConfig,
+    model_cfg: ModelConfig,
+    reward_cfg: RewardConfig,
+    teacher_cfg: TeacherConfig,
+    workdir: Workdir,
+) -> dict[str, Any]:
+    """GRPO with rl.num_processes ranks under rl.launcher (tasks/train/grpo_entry.py), logged here."""
+    job = {
+        "prompts_path": str(prompts_path),
+        "base_path": str(base_path),
+        "sft_adapter": str(sft_adapter) if sft_adapter else None,
+        "out_dir": str(workdir.rl_checkpoints.parent),
+        "rules_path": str(rules_path),
+        "teacher_cache": str(workdir.teacher_cache),
+        "rl": rl_cfg.model_dump(mode="json"),
+        "model": model_cfg.model_dump(mode="json"),
+        "reward": reward_cfg.model_dump(mode="json"),
+        "teacher": teacher_cfg.model_dump(mode="json"),
+    }
+    how = Launch(rl_cfg.launcher, rl_cfg.num_processes, rl_cfg.launch_config)
+    return launch("tasks.train.grpo_entry", job, how, get_run_logger(), workdir.rl_checkpoints)
 
 
 def record_teacher(metadata_path: Path, teacher: dict[str, Any]) -> None:
@@ -66,17 +95,30 @@ def rl_task(
     else:
         from tasks.train.grpo import train_grpo as train
     try:
-        summary = train(
-            prompts_path,
-            base_path,
-            sft_adapter,
-            workdir.rl_checkpoints.parent,
-            rl_cfg,
-            model_cfg,
-            engine.as_reward_fn(),
-            engine.breakdown_fn(),
-            metadata={"teacher_enabled": teacher_enabled},
-        )
+        if rl_cfg.launcher != "none":  # GRPO across processes (the config refuses it for PPO)
+            summary = launch_grpo(
+                prompts_path,
+                base_path,
+                sft_adapter,
+                rules_path,
+                rl_cfg,
+                model_cfg,
+                reward_cfg,
+                teacher_cfg,
+                workdir,
+            )
+        else:
+            summary = train(
+                prompts_path,
+                base_path,
+                sft_adapter,
+                workdir.rl_checkpoints.parent,
+                rl_cfg,
+                model_cfg,
+                engine.as_reward_fn(),
+                engine.breakdown_fn(),
+                metadata={"teacher_enabled": teacher_enabled},
+            )
     except (OSError, ValueError) as exc:
         hint = "fix the input named above and re-run" + (
             "; PPO resumes from its last checkpoint" if rl_cfg.algorithm == "ppo" else ""

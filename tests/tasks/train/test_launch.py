@@ -131,3 +131,48 @@ def test_the_sft_stage_fails_with_the_ranks_error(setup: dict, tmp_path: Path, p
 
     with pytest.raises(LaunchFailed, match=r"exited with code 1: ValueError: .*no training rows"):
         sft_flow()
+
+
+@pytest.mark.slow
+def test_grpo_across_two_processes_writes_one_log_and_a_model(setup: dict) -> None:
+    """GRPO ranks each score with the rules; rank 0 alone writes rewards.csv, the log and the final model."""
+    import csv
+
+    from tasks.core.config import RewardConfig, RLConfig, TeacherConfig
+    from tasks.core.workdir import ASSETS
+
+    prompts = setup["root"] / "prompts.jsonl"
+    write_jsonl(
+        prompts, [{"id": r["id"], "question": r["question"], "risk_level": "medium"} for r in ROWS[:8]]
+    )
+    rl = RLConfig(algorithm="grpo", batch_size=2, grpo_num_generations=2, max_new_tokens=8, steps=2,
+                  save_every=100, learning_rate=1e-3, lora=LoraConfig(r=4, alpha=8, dropout=0.0),
+                  report_to=["none"])  # fmt: skip
+    out = setup["root"] / "grpo"
+    job = {
+        "prompts_path": str(prompts),
+        "base_path": setup["base"],
+        "sft_adapter": None,
+        "out_dir": str(out),
+        "rules_path": str(ASSETS.safety_rules),
+        "teacher_cache": str(out / "teacher.sqlite"),
+        "rl": rl.model_dump(mode="json"),
+        "model": TINY.model_dump(mode="json"),
+        "reward": RewardConfig().model_dump(mode="json"),
+        "teacher": TeacherConfig(enabled="off").model_dump(mode="json"),
+    }
+    summary = launch("tasks.train.grpo_entry", job, Launch("torchrun", 2), logging.getLogger("t"), out)
+    assert summary["processes"] == 2 and summary["steps"] == 2
+    with (out / "checkpoints" / "rewards.csv").open() as fh:
+        assert [r["step"] for r in csv.DictReader(fh)] == ["1", "2"]  # one row a step, not one per rank
+    assert load_model(out / "final_model", TINY) is not None
+
+
+def test_ppo_refuses_a_launcher() -> None:
+    from pydantic import ValidationError
+
+    from tasks.core.config import RLConfig
+
+    with pytest.raises(ValidationError, match="PPO is single-process"):
+        RLConfig(algorithm="ppo", launcher="torchrun", num_processes=2)
+    assert RLConfig(algorithm="grpo", launcher="torchrun", num_processes=2).num_processes == 2
