@@ -64,7 +64,20 @@ HUB_HELP = (
 )
 
 
-class RiskJudgeConfig(_Strict):
+class _JudgeEndpoint(_Strict):
+    """What every judge client we talk to shares: bounded concurrency, retries with backoff, and masking."""
+
+    concurrency: int = Field(8, ge=1)
+    max_attempts: int = Field(5, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    backoff_base_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+    redact: bool | None = Field(
+        None, description="Mask identifiers before sending (None: on unless base_url is this machine)."
+    )
+
+
+class RiskJudgeConfig(_JudgeEndpoint):
     """The judge that labels question risk when data.risk_labeler is judge or both
     (tasks/risk/judge_labeler.py)."""
 
@@ -79,16 +92,8 @@ class RiskJudgeConfig(_Strict):
     prompt: str = Field("risk_label_v1", description="Prompt version: data/prompts/<prompt>.txt.")
     json_mode: bool = Field(True, description="Ask for response_format json_object.")
     max_tokens: int = Field(256, ge=16, description="Reply budget per label.")
-    concurrency: int = Field(8, ge=1)
-    max_attempts: int = Field(5, ge=1)
-    timeout_s: float = Field(60.0, gt=0)
-    backoff_base_s: float = Field(1.0, ge=0)
-    backoff_max_s: float = Field(30.0, ge=0)
     cache_namespace: str = Field(
         "risk-judge", description="Part of every cache key: change it to label afresh."
-    )
-    redact: bool | None = Field(
-        None, description="Mask identifiers before sending (None: on unless base_url is this machine)."
     )
 
 
@@ -345,7 +350,7 @@ class RLConfig(_Strict):
         return value
 
 
-class EvalJudgeConfig(_Strict):
+class EvalJudgeConfig(_JudgeEndpoint):
     """The independent evaluation judge: never the training teacher (own model, endpoint, key, prompts,
     cache)."""
 
@@ -373,16 +378,8 @@ class EvalJudgeConfig(_Strict):
     max_tokens: int = Field(
         512, ge=16, description="Reply budget per verdict (raise it for reasoning models)."
     )
-    concurrency: int = Field(8, ge=1)
-    max_attempts: int = Field(5, ge=1)
-    timeout_s: float = Field(60.0, gt=0)
-    backoff_base_s: float = Field(1.0, ge=0)
-    backoff_max_s: float = Field(30.0, ge=0)
     cache_namespace: str = Field(
         "eval-judge", description="Part of every cache key: change it to grade again from scratch."
-    )
-    redact: bool | None = Field(
-        None, description="Mask identifiers before sending (None: on unless base_url is this machine)."
     )
     cache_url: str | None = Field(None, description=CACHE_URL_HELP)
 
