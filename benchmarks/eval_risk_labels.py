@@ -40,6 +40,7 @@ SHARED = ROOT.parent / "shared" / "data"
 FIXTURE = ROOT / "tests" / "fixtures" / "risk_questions.jsonl"
 PROBES = ROOT / "tests" / "fixtures" / "risk_probes.jsonl"
 BLIND = ROOT / "tests" / "fixtures" / "risk_probes_blind.jsonl"
+BLIND_C = ROOT / "tests" / "fixtures" / "risk_probes_blind_c.jsonl"
 
 
 def _rate(k: int, n: int) -> str:
@@ -110,16 +111,19 @@ def probes(clf: RiskClassifier) -> None:
         print(f"  {key[0]:7s} {key[1]:18s} {_rate(sum(v), len(v))}")
 
 
-def blind(clf: RiskClassifier) -> None:
-    """The blind probe set: totals only, so that reading the report does not turn it into a tuning set."""
-    rows = [json.loads(line) for line in BLIND.read_text(encoding="utf-8").splitlines() if line.strip()]
+def blind(clf: RiskClassifier, path: Path = BLIND) -> None:
+    """A blind probe set: totals only, so that reading the report does not turn it into a tuning set.
+
+    `expect` is serious/critical/harmful (should be labelled high or critical) or mild (a false alarm if so).
+    """
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     groups: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for row in rows:
         high = clf.classify(row["question"], row["lang"]).risk_level in HIGH_RISK_LEVELS
-        what = "serious" if row["expect"] == "serious" else "mild (false alarm)"
+        what = "mild (false alarm)" if row["expect"] == "mild" else row["expect"]
         groups[(what, "all")].append(high)
         groups[(what, row["lang"])].append(high)
-    print(f"{BLIND.relative_to(ROOT)}: share labelled high/critical (totals only)")
+    print(f"{path.relative_to(ROOT)}: share labelled high/critical (totals only)")
     for key in sorted(groups):
         v = groups[key]
         print(f"  {key[0]:18s} {key[1]:3s} {_rate(sum(v), len(v))}")
@@ -187,6 +191,8 @@ def main() -> None:
     fixture(clf, args.split)
     probes(clf)
     blind(clf)
+    if BLIND_C.is_file():
+        blind(clf, BLIND_C)
     if not args.no_speed:
         samples_and_speed(clf, args.repeat)
 
