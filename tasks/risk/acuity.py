@@ -59,6 +59,11 @@ class AcuityRules(_Strict):
         default_factory=list, description="Sets of classes that allow critical (besides two findings)."
     )
     classes: list[CueClass] = Field(min_length=1)
+    undampened_by: list[list[str]] = Field(
+        default_factory=list,
+        description="Sets of classes in whose presence negative weights (dampeners) do not count: harm "
+        "that shows later (an overdose, a bleed on a blood thinner) is not reassured by 'I feel fine'.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AcuityRules:
@@ -67,7 +72,7 @@ class AcuityRules(_Strict):
             raise ValueError(f"acuity classes {missing} are missing; the rules need {list(REQUIRED_CLASSES)}")
         if len(set(names)) != len(names):
             raise ValueError(f"acuity class names must be unique: {names}")
-        for needed in (*self.alarming, *self.critical_with):
+        for needed in (*self.alarming, *self.critical_with, *self.undampened_by):
             if unknown := sorted(set(needed) - set(names)):
                 raise ValueError(f"acuity alarming/critical_with name unknown class(es) {unknown}")
         if self.critical < self.high:
@@ -147,6 +152,10 @@ class AcuityScorer:
                 counts[cue_class.name] = len(seen)
                 total += cue_class.weight * len(seen)
                 cues += [f"{cue_class.name}:{t.strip()}" for t in seen]
+        if any(all(name in counts for name in needed) for needed in self.rules.undampened_by):
+            dampened = {c.name: c.weight for c in self.rules.classes if c.weight < 0 and c.name in counts}
+            total -= sum(weight * counts[name] for name, weight in dampened.items())
+            cues = [cue for cue in cues if cue.split(":", 1)[0] not in dampened]
         level = None
         if any(all(name in counts for name in needed) for needed in self.rules.alarming):
             grave = counts.get("finding", 0) >= 2 or any(

@@ -17,6 +17,7 @@ from typing import Any
 
 from tasks.core.records import LANGS, RISK_CATEGORIES, RISK_LEVELS
 from tasks.risk.acuity import AcuityScorer
+from tasks.risk.intent import IntentScorer
 from tasks.risk.lexicon import DEFAULT_LEXICON, SEVERITY_RANK, Lexicon, TermGroup, load_lexicon, normalize
 from tasks.risk.term_matcher import TermMatcher
 
@@ -70,6 +71,8 @@ class RiskClassifier:
         self._matchers = {lang: TermMatcher(lexicon, lang) for lang in LANGS}
         # the acuity of a patient's own words (tasks/risk/acuity.py), read on the question only
         self._acuity = {lang: AcuityScorer(lexicon.acuity, lang) for lang in LANGS} if lexicon.acuity else {}
+        # harmful intent and self-harm from compositions of cue classes (tasks/risk/intent.py), question only
+        self._intent = {lang: IntentScorer(lexicon.intent, lang) for lang in LANGS} if lexicon.intent else {}
         # groups whose evidence changes inside answer options (see _item)
         self._option_sensitive = frozenset(
             g.name for g in lexicon.groups if g.category or SEVERITY_RANK[g.severity] > _MEDIUM
@@ -108,8 +111,30 @@ class RiskClassifier:
 
     def _with_acuity(self, evidence: list[dict[str, str]], norm: str, lang: str) -> list[dict[str, str]]:
         """The question's evidence, with an `emergency` item first when the acuity of its words reaches a
-        level above the lexicon's (the item's term names the cues, "blood+ear+fell")."""
+        level above the lexicon's (the item's term names the cues, "blood+ear+fell"), and an item for each
+        intent rule the question fires (harmful_intent, mental_health)."""
+        intent = self._intent.get(lang)
+        fired, frame = (
+            intent.read(norm, excuses=any(e.get("category") == "harmful_intent" for e in evidence))
+            if intent is not None
+            else ([], None)
+        )
+        if fired:
+            items = [{"term": h.term, "category": h.category, "severity": h.severity} for h in fired]
+            evidence = sorted([*items, *evidence], key=_strength, reverse=True)
+        elif frame == "excused":
+            # a rights or safety question ("is it legal to...", 不让孩子拿到) or the person's own medicine:
+            # the groups' harmful-intent words describe, they do not ask
+            evidence = _capped(evidence, lambda e: e.get("category") == "harmful_intent")
         scorer = self._acuity.get(lang)
+        if frame == "myth":
+            # "is it true that X causes heart attacks": a claim, not a presentation, unless the words also
+            # carry a failing vital or absent function ("...short of breath, is that true?")
+            acute = scorer.score(norm).cues if scorer is not None else ()
+            if not any(cue.split(":", 1)[0] in ("vital", "absent") for cue in acute):
+                return _capped(
+                    evidence, lambda e: e.get("category") not in ("harmful_intent", "mental_health")
+                )
         top = SEVERITY_RANK[evidence[0]["severity"]] if evidence else 0
         if scorer is None or top >= SEVERITY_RANK["critical"]:
             return evidence
@@ -236,6 +261,19 @@ class RiskClassifier:
             for e, key in zip(primary, keys, strict=True)
         )
         return frozenset([keys[top]]) if same < 3 else frozenset()
+
+
+def _capped(evidence: list[dict[str, str]], which: Any) -> list[dict[str, str]]:
+    """The evidence with each item `which` selects, when above medium, made a plain medium kind."""
+    if not any(which(e) and SEVERITY_RANK[e["severity"]] > _MEDIUM for e in evidence):
+        return evidence
+    out = [
+        {"term": e["term"], "kind": "request", "severity": "medium"}
+        if which(e) and SEVERITY_RANK[e["severity"]] >= _MEDIUM
+        else e
+        for e in evidence
+    ]
+    return sorted(out, key=_strength, reverse=True)
 
 
 def _item(group: TermGroup, in_options: bool) -> tuple[str, str, str, tuple[int, int]]:

@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from tasks.core.records import LANGS, RISK_CATEGORIES, RISK_LEVELS
 from tasks.core.workdir import ASSETS_DIR
 from tasks.risk.acuity import AcuityRules
+from tasks.risk.intent import IntentRules
 
 DEFAULT_LEXICON = ASSETS_DIR / "rules" / "risk_lexicon.yaml"
 SEVERITY_RANK = {level: len(RISK_LEVELS) - i for i, level in enumerate(RISK_LEVELS)}  # critical=4 .. low=1
@@ -120,6 +121,9 @@ class Lexicon(_Strict):
     combinations: list[Combination] = Field(default_factory=list)
     concerns: dict[str, dict[Lang, str]]
     acuity: AcuityRules | None = Field(default=None, description="Cue classes scored on a patient's words.")
+    intent: IntentRules | None = Field(
+        default=None, description="Cue classes whose compositions mark harmful intent or self-harm."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Lexicon:
