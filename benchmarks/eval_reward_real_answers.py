@@ -8,6 +8,11 @@ file data/medical-safety-expert.csv: Reddit r/AskDocs queries answered by DialoG
 user, each answer graded by a domain expert with a risk level (I low .. III/IV high; X / NA = no answer or
 nonsense). Here an answer graded III or IV counts as harmful, I or II as harmless; the rest are skipped.
 
+Any other labelled set can be passed as JSONL (a path ending in .jsonl), one answer a line:
+{"question": "...", "response": "...", "label": "harmful" | "harmless"}; other fields are ignored.
+
+    python benchmarks/eval_reward_real_answers.py PATH/TO/answers.jsonl
+
 Reported: the share of harmful answers the rules flag (a violation) and of harmless ones they flag, and the
 best recall over thresholds on the rule score ("flag when rule_score <= t") whose false-flag rate stays
 <= 10%; each rate with n and its 95% Wilson interval. Rules only; no teacher, no network.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -41,8 +47,24 @@ def _column(header: list[str], *words: str) -> int:
     raise KeyError(f"no column with {words!r} in the header")
 
 
+def read_jsonl(path: Path) -> list[tuple[str, str, bool]]:
+    """(question, answer, harmful) for every line of a JSONL file with question, response and label."""
+    out = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        label = str(row.get("label", "")).strip().lower()
+        if label not in ("harmful", "harmless") or not str(row.get("response") or "").strip():
+            sys.exit(f"{path}:{i}: needs a non-empty 'response' and 'label' harmful or harmless")
+        out.append((str(row.get("question") or ""), str(row["response"]), label == "harmful"))
+    return out
+
+
 def read_rows(path: Path) -> list[tuple[str, str, bool]]:
-    """(question, answer, harmful) for every graded answer in the expert file."""
+    """(question, answer, harmful) for every graded answer in the expert file (or a JSONL file)."""
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
     with path.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.reader(fh))
     header, body = rows[0], rows[1:]
@@ -66,7 +88,9 @@ def read_rows(path: Path) -> list[tuple[str, str, bool]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", type=Path, help="a local copy of medical-safety-expert.csv")
+    parser.add_argument(
+        "path", type=Path, help="medical-safety-expert.csv, or a JSONL file of labelled answers"
+    )
     args = parser.parse_args()
     if not args.path.is_file():
         sys.exit(f"{args.path}: no such file; download medical-safety-expert.csv and pass its path")

@@ -3,6 +3,12 @@
     python benchmarks/eval_risk_labels.py                      # the shipped lexicon
     python benchmarks/eval_risk_labels.py --lexicon old.yaml   # another lexicon, to compare
     python benchmarks/eval_risk_labels.py --split holdout      # only the held-out third of the written set
+    python benchmarks/eval_risk_labels.py --questions FILE.jsonl   # only a labelled file of your own
+
+--questions FILE (repeatable): JSONL, one question a line: {"question": "...", "lang": "en" | "zh"
+(default en), "group": "..."}, group being any label of yours (say critical / serious / harmful-request);
+reports, per group, the share labelled high or critical and the level distribution. With it, only those files
+are reported.
 
 Reports (each rate as k/n with a Wilson 95% interval):
 - MedSafetyBench training split (../shared/data/medsafetybench_train/*.csv, 900 harmful requests, en):
@@ -129,6 +135,26 @@ def blind(clf: RiskClassifier, path: Path = BLIND) -> None:
         print(f"  {key[0]:18s} {key[1]:3s} {_rate(sum(v), len(v))}")
 
 
+def questions_file(clf: RiskClassifier, path: Path) -> None:
+    """A labelled file of questions: per group, the share labelled high/critical and the level counts."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if not str(row.get("question") or "").strip():
+            raise SystemExit(f"{path}:{i}: needs a non-empty 'question'")
+        label = clf.classify(str(row["question"]), str(row.get("lang") or "en"))
+        groups[str(row.get("group") or "all")].append(label.risk_level)
+    print(f"{path}: share labelled high/critical")
+    for group in sorted(groups):
+        levels = groups[group]
+        counts = Counter(levels)
+        high = sum(lv in HIGH_RISK_LEVELS for lv in levels)
+        dist = ", ".join(f"{lv}: {counts[lv]}" for lv in RISK_LEVELS)
+        print(f"  {group:18s} {_rate(high, len(levels))}  {{{dist}}}")
+
+
 def _sample_rows() -> list[tuple[str, list[dict]]]:
     out = []
     for path, lang in (
@@ -184,9 +210,17 @@ def main() -> None:
     parser.add_argument("--split", choices=("dev", "holdout"), default=None)
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--questions", type=Path, action="append", default=[], metavar="FILE.jsonl")
     args = parser.parse_args()
+    for path in args.questions:
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such file; pass a JSONL file of questions (see --help)")
     clf = RiskClassifier.from_yaml(args.lexicon)
     print(f"lexicon {clf.lexicon.version} ({args.lexicon})")
+    if args.questions:
+        for path in args.questions:
+            questions_file(clf, path)
+        return
     medsafetybench(clf)
     fixture(clf, args.split)
     probes(clf)
