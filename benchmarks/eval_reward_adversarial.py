@@ -10,8 +10,8 @@ with new questions and new gaming templates, scored once before its misses were 
 figures are in the project notes), harmful (harmful-intent requests whose good answer is a refusal),
 batch_a (25 questions, long chatbot-style answers; written before the mechanisms of safety-rules-v3, then
 developed on). tests/fixtures/reward_adversarial_heldout.jsonl holds split heldout_b (25 questions written
-with batch_a and scored once, at the end): it is not tuned on and `--split all` leaves it out; read it with
-`--split heldout_b` or `--per-split`.
+with batch_a and scored once with safety-rules-v3; since v4 a development split, its misses fixed by general
+mechanisms): `--split all` leaves it out; read it with `--split heldout_b` or `--per-split`.
 
 tests/fixtures/reward_adversarial.jsonl holds patient questions (zh + en) each answered six ways: a good
 answer, keyword salad, a blanket refusal, unsafe advice stuffed with safety boilerplate, hedged unsafe
@@ -37,7 +37,8 @@ from tasks.reward.rules import SafetyRules
 
 ROOT = Path(__file__).resolve().parents[1]
 ADVERSARIAL = ROOT / "tests" / "fixtures" / "reward_adversarial.jsonl"
-HELDOUT = ROOT / "tests" / "fixtures" / "reward_adversarial_heldout.jsonl"
+# held-out batches (heldout_b, heldout_c, ...): each written blind to the rules and scored once
+HELDOUT = sorted((ROOT / "tests" / "fixtures").glob("reward_adversarial_heldout*.jsonl"))
 MSB = ROOT.parent / "shared" / "data" / "medsafetybench_train"
 UNSAFE_KINDS = ("stuffed_unsafe", "hedged_unsafe", "injection")
 
@@ -55,8 +56,8 @@ def _rows(path: Path) -> list[dict]:
 def adversarial(rules: SafetyRules, split: str, show_misses: bool) -> dict[str, Rate]:
     """Figures for one split; "all" is the tuned file (tests/fixtures/reward_adversarial.jsonl) whole."""
     rows = _rows(ADVERSARIAL) if split == "all" else [r for r in _rows(ADVERSARIAL) if r["split"] == split]
-    if split != "all" and HELDOUT.is_file():
-        rows += [r for r in _rows(HELDOUT) if r["split"] == split]
+    if split != "all":
+        rows += [r for path in HELDOUT for r in _rows(path) if r["split"] == split]
     by_q: dict[str, dict[str, tuple[float, bool, dict]]] = defaultdict(dict)
     for r in rows:
         s = score_rules(r["question"], r["response"], rules=rules, risk_level=r.get("risk_level"))
@@ -118,7 +119,7 @@ def medsafetybench(rules: SafetyRules) -> dict[str, Rate]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    splits = sorted({r["split"] for path in (ADVERSARIAL, HELDOUT) if path.is_file() for r in _rows(path)})
+    splits = sorted({r["split"] for path in (ADVERSARIAL, *HELDOUT) if path.is_file() for r in _rows(path)})
     parser.add_argument("--split", default="dev", choices=(*splits, "all"))
     parser.add_argument(
         "--show-misses", action="store_true", help="print every loss and flag miss with terms"
@@ -139,7 +140,7 @@ def main() -> None:
             cells = ("good beats all kinds", "flagged unsafe kinds (all)", "flagged good (false flag)")
             print(f"  {split:<10} " + " | ".join(_fmt(r[c]) for c in cells))
         return
-    source = HELDOUT.name if args.split.startswith("heldout") else ADVERSARIAL.name
+    source = "reward_adversarial_heldout*.jsonl" if args.split.startswith("heldout") else ADVERSARIAL.name
     print(f"rules {rules.version}; adversarial split {args.split!r} ({source})")
     for name, rate in adversarial(rules, args.split, args.show_misses).items():
         print(f"  {name:<32} {_fmt(rate)}")

@@ -4,6 +4,7 @@ validated and compiled once into the question's and the answer's word lists.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,20 @@ _PROMPT_ONLY = frozenset(
         "exam_item",
         "harm_intent",
         "dx.red_flags",
+        "dx.intensity",
         "chronic",
         "acute",
         "borrowed_drug",
+        "mental.self_harm_other",
     }
 )
 _BOTH_SIDES = frozenset(
     {
+        "negation",
+        "negation_exempt",
+        "negation_post",
+        "negation_scope_break",
+        "question_clause",
         "rx",
         "rx.stems",
         "otc",
@@ -39,11 +47,13 @@ _BOTH_SIDES = frozenset(
         "anchor.body",
         "anchor.test",
         "anchor.substance",
+        "brand",
     }
 )
 _LISTS = {
     "negation": ("negation",),
     "negation_exempt": ("negation_exempt",),
+    "negation_post": ("negation_post",),
     "question_clause": ("question_clause",),
     "vignette": ("clinical_vignette",),
     "consequence": ("drug_advice", "consequence"),
@@ -60,7 +70,18 @@ _LISTS = {
     **{f"dx.{k}": ("diagnosis_assertion", "certainty", k) for k in ("strong", "weak", "copula")},
     **{
         f"dx.{k}": ("diagnosis_assertion", k)
-        for k in ("serious", "reassurance", "clears", "probable", "confirm", "dismissal")
+        for k in (
+            "serious",
+            "reassurance",
+            "clears",
+            "probable",
+            "confirm",
+            "dismissal",
+            "concession",
+            "clinician",
+            "intensity",
+            "guess",
+        )
     },
     "dx.red_flags": ("diagnosis_assertion", "red_flags"),
     "first_person": ("first_person",),
@@ -81,12 +102,22 @@ _LISTS = {
     "harm_intent": ("harm_intent",),
     "boilerplate": ("boilerplate",),
     "conditional": ("conditional",),
+    "condition_marker": ("condition_marker",),
+    "condition_now": ("condition_now",),
+    "condition_consequent": ("condition_consequent",),
     "chronic": ("chronic",),
     "acute": ("acute",),
     "borrowed_drug": ("borrowed_drug",),
     **{
         f"mental.{k}": ("mental_health", k)
-        for k in ("triggers", "crisis_resources", "professional_help", "encouragement")
+        for k in (
+            "triggers",
+            "crisis_resources",
+            "professional_help",
+            "encouragement",
+            "self_harm_other",
+            "minimising",
+        )
     },
 }
 
@@ -141,6 +172,22 @@ class SafetyRules:
             self.injection_lexicon.add(f"injection.{k}", raw["injection_structure"][k])
         self.injection_lexicon.finish()
         self.contexts = list(raw["pediatric_pregnancy"]["contexts"])
+        self.interactions = list(raw["interactions"])
+        sit = raw["situations"]
+        self.compositions = [dict(c) for c in sit["compositions"]]
+        self.fever_c, self.fever_f = float(sit["fever_c"]), float(sit["fever_f"])
+        self.bp_high, self.bp_severe = tuple(sit["bp_high"]), tuple(sit["bp_severe"])
+        known = set(sit["lists"]) | {"fever", "bp_high", "bp_severe"}
+        for c in self.compositions:
+            if unknown := (set(c["requires"]) | set(c.get("any", ()))) - known:
+                raise ValueError(
+                    f"{self.source}: situation {c['name']!r} names unknown lists {sorted(unknown)}"
+                )
+        self.brands = {
+            str(k).lower(): str(v)
+            for lang in ("zh", "en")
+            for k, v in (raw["brands"].get(lang) or {}).items()
+        }
 
 
 def _compile_lexicons(raw: dict[str, Any]) -> tuple[WordLists, WordLists]:
@@ -160,6 +207,16 @@ def _compile_lexicons(raw: dict[str, Any]) -> tuple[WordLists, WordLists]:
         prompt.add(f"ctx.{name}.triggers", ctx["triggers"])
         prompt.add(f"ctx.{name}.contraindicated", ctx["contraindicated"])
         answer.add(f"ctx.{name}.contraindicated", ctx["contraindicated"])
+    for name, ix in raw["interactions"].items():
+        prompt.add(f"ix.{name}.triggers", ix["triggers"])
+        for lexicon in (prompt, answer):
+            lexicon.add(f"ix.{name}.contraindicated", ix["contraindicated"])
+    for name, terms in raw["situations"]["lists"].items():
+        prompt.add(f"sit.{name}", terms)
+    for lang in ("zh", "en"):  # brand names, matched literally in both texts
+        names = [re.escape(str(k)) for k in (raw["brands"].get(lang) or {})]
+        for lexicon in (prompt, answer):
+            lexicon.add("brand", {lang: names})
     prompt.finish()
     answer.finish()
     return prompt, answer

@@ -26,6 +26,10 @@ Span = tuple[int, int]
 # Sentence terminators (group 1) and clause separators; a "." ends a sentence only before a space.
 # The enumeration comma 、 is no boundary: "不要灌醋、浓茶或催吐" is one negated list.
 _BOUNDARY = re.compile(r"([。！？!?；;\n]+|\.(?=\s|$))|[，,：:（）()—–\"“”]+|\s-\s")
+# A negation's scope is not cut by quotation marks or brackets: "不要按“吃到不疼为止”的老方法加量" is one
+# negated phrase, a quoted or bracketed aside inside it included.
+_SCOPE_BOUNDARY = re.compile(r"[。！？!?；;\n]+|\.(?=\s|$)|[，,：:—–]+|\s-\s")
+_OPENERS, _CLOSERS = "“（(「『", "”）)」』"
 _WORDCHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 _EXPAND_LIMIT = 1024
 _REPEATS = tuple(
@@ -253,22 +257,41 @@ class ScannedText:
     def sentence(self, pos: int) -> Span:
         return self._span(self.sentences, pos, len(self.text))
 
+    @functools.cached_property
+    def _scopes(self) -> list[int]:
+        return [0] + [m.end() for m in _SCOPE_BOUNDARY.finditer(self.text)]
+
+    def _inside_closed_group(self, cue_end: int, start: int) -> bool:
+        """Whether a cue ending at `cue_end` lies inside a quotation or bracket that closes before `start`
+        ('say "no", then take two'): a negation inside quotes does not reach out of them."""
+        between = self.text[cue_end:start]
+        closed = sum(between.count(c) for c in _CLOSERS) > sum(between.count(c) for c in _OPENERS)
+        return closed or between.count('"') % 2 == 1
+
     def negated(self, start: int) -> bool:
         """Whether a negation cue (not part of an exempt phrase) reaches `start`: it precedes `start` inside
-        its clause and no scope break ("但是", "but", "just") starts a new verb phrase in between. A break
-        right after the cue ("don't just take …") is part of the negated phrase."""
-        lo = self.clause(start)[0]
+        its scope (its clause, carried through quotation marks and brackets) and no scope break ("但是",
+        "but", "just") starts a new verb phrase in between. A break right after the cue ("don't just take
+        …") is part of the negated phrase; a cue inside a quotation or bracket that closes before `start`
+        does not reach it."""
+        lo = self._span(self._scopes, start, len(self.text))[0]
         exempt = self.of("negation_exempt", lo)
         breaks = self.of("negation_scope_break", lo, start)
         return any(
             not any(es <= s and e <= ee for es, ee in exempt)
             and not any(bs >= e and self.text[e:bs].strip() for bs, _ in breaks)
+            and not self._inside_closed_group(e, start)
             for s, e in self.of("negation", lo, start)
         )
 
+    def denied_after(self, span: Span) -> bool:
+        """Whether a denial follows the match in its clause ("therapy probably isn't necessary", "去医院
+        是没必要的"): the list "negation_post" read from the match's end to its clause's end."""
+        return bool(self.of("negation_post", span[1], self.clause(span[0])[1]))
+
     def affirmed(self, name: str) -> list[Span]:
-        """Matches of a word list that no negation in their clause denies."""
-        return [s for s in self.of(name) if not self.negated(s[0])]
+        """Matches of a word list that no negation in their clause denies, before them or after them."""
+        return [s for s in self.of(name) if not self.negated(s[0]) and not self.denied_after(s)]
 
     def is_question(self, pos: int) -> bool:
         return bool(self.of("question_clause", *self.clause(pos)))
