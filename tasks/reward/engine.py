@@ -105,6 +105,20 @@ def _term(name: str, weight: float, evidence: str = "") -> dict[str, Any]:
     return {"term": name, "weight": round(weight, 4), "evidence": evidence[:160]}
 
 
+def _sentence_tied(a: ScannedText, span: tuple[int, int], q_terms: set[str], anchors: set[str]) -> bool:
+    """Whether a sentence speaks to this question: it repeats one of the question's terms or holds one of
+    the answer's specifics. "It could be harmless or dangerous, depending on many factors" fits every
+    question and pays nothing; "take her to the emergency department now, even though she looks fine" does.
+    A question with no terms of its own ties nothing down, so every sentence counts."""
+    if not q_terms:
+        return True
+    low = a.low[span[0] : span[1]]
+    stems = {w[:5] for w in re.findall(r"[a-z][a-z'-]+", low)}
+    if any((t in stems) if t.isascii() else (t in low) for t in q_terms):
+        return True
+    return any(x.lstrip("#") in low for x in anchors)
+
+
 def _signal_hits(a: ScannedText, name: str) -> list[tuple[int, int]]:
     negatable = ("referral", "emergency_action")
     return a.affirmed(f"signal.{name}") if name in negatable else a.of(f"signal.{name}")
@@ -228,6 +242,7 @@ def score_rules(
                         h
                         for h in hits
                         if len(content_units(a, *a.sentence(h[0]))) >= rules.min_sentence_content
+                        and _sentence_tied(a, a.sentence(h[0]), q_terms, anchors)
                     ),
                     None,
                 )

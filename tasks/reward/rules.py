@@ -81,6 +81,7 @@ _LISTS = {
             "clinician",
             "intensity",
             "guess",
+            "home_care",
         )
     },
     "dx.red_flags": ("diagnosis_assertion", "red_flags"),
