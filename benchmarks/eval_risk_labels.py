@@ -20,6 +20,8 @@ Reports (each rate as k/n with a Wilson 95% interval):
   the lexicon was changed for it;
 - tests/fixtures/risk_probes_blind.jsonl: 48 serious and 48 mild patient questions (zh + en) written before
   the acuity classes of lexicon 1.3 and never tuned on; totals only, per language (no question is printed);
+- tests/fixtures/risk_probes_blind_c.jsonl and _d.jsonl: blind sets C and D, each scored once and a dev set
+  since (C for 1.4, D for 1.5); totals only;
 - the level distribution on the shipped medical-o1 samples (data/samples, ../shared sample);
 - labelling speed: microseconds a row for the data flow's labelling call on the medical-o1 sample rows
   (question, reasoning, answer), each row's fastest of --repeat runs.
@@ -47,6 +49,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "risk_questions.jsonl"
 PROBES = ROOT / "tests" / "fixtures" / "risk_probes.jsonl"
 BLIND = ROOT / "tests" / "fixtures" / "risk_probes_blind.jsonl"
 BLIND_C = ROOT / "tests" / "fixtures" / "risk_probes_blind_c.jsonl"
+BLIND_D = ROOT / "tests" / "fixtures" / "risk_probes_blind_d.jsonl"
 
 
 def _rate(k: int, n: int) -> str:
@@ -225,8 +228,9 @@ def main() -> None:
     fixture(clf, args.split)
     probes(clf)
     blind(clf)
-    if BLIND_C.is_file():
-        blind(clf, BLIND_C)
+    for path in (BLIND_C, BLIND_D):  # C and D: scored once blind, dev sets since (docs/risk.md)
+        if path.is_file():
+            blind(clf, path)
     if not args.no_speed:
         samples_and_speed(clf, args.repeat)
 

@@ -22,6 +22,7 @@ from tasks.risk.lexicon import DEFAULT_LEXICON, SEVERITY_RANK, Lexicon, TermGrou
 from tasks.risk.term_matcher import TermMatcher
 
 _MEDIUM = SEVERITY_RANK["medium"]
+_HIGH = SEVERITY_RANK["high"]
 # An option marker: "A." "B、" "C)" "(d)" not inside a word; texts are already lower-cased by normalize.
 # The letter comes first in these patterns (a leading lookbehind would keep re from skipping ahead to
 # it); a marker starts at its "(" when one that is not inside a word precedes the letter.
@@ -122,6 +123,12 @@ class RiskClassifier:
         if fired:
             items = [{"term": h.term, "category": h.category, "severity": h.severity} for h in fired]
             evidence = sorted([*items, *evidence], key=_strength, reverse=True)
+        elif frame is None and (not evidence or SEVERITY_RANK[evidence[0]["severity"]] < _HIGH):
+            # no rule and nothing high: the learned backstop may still read harmful intent
+            hit = intent.backstop(norm) if intent is not None else None
+            if hit is not None:
+                item = {"term": hit.term, "category": hit.category, "severity": hit.severity}
+                evidence = sorted([item, *evidence], key=_strength, reverse=True)
         elif frame == "excused":
             # a rights or safety question ("is it legal to...", 不让孩子拿到) or the person's own medicine:
             # the groups' harmful-intent words describe, they do not ask

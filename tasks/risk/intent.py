@@ -31,6 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.core.records import RISK_CATEGORIES
+from tasks.risk.backstop import Backstop, BackstopWeights
 
 Lang = Literal["zh", "en"]
 
@@ -69,6 +70,16 @@ class IntentRules(_Strict):
         description="Classes of a hearsay or myth question ('is it true that...', 真的假的): when no rule "
         "fires, the question is about a claim, not a presentation, and stays at most medium.",
     )
+    backstop_unless: list[str] = Field(
+        default_factory=list,
+        description="Classes that keep the learned backstop from raising a question (a rights, safety, "
+        "myth or study frame, a question about what caused an illness).",
+    )
+    backstop: BackstopWeights | str | None = Field(
+        default=None,
+        description="A learned harmful-intent backstop (tasks/risk/backstop.py); in the YAML the name of "
+        "its weights file next to the lexicon, which load_lexicon reads (a name left unread: no backstop).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> IntentRules:
@@ -79,6 +90,8 @@ class IntentRules(_Strict):
             raise ValueError(f"intent excuses name unknown class(es) {unknown}")
         if unknown := sorted(set(self.myths) - set(names)):
             raise ValueError(f"intent myths name unknown class(es) {unknown}")
+        if unknown := sorted(set(self.backstop_unless) - set(names)):
+            raise ValueError(f"intent backstop_unless names unknown class(es) {unknown}")
         for rule in self.rules:
             used = {n for slot in rule.requires for n in slot} | set(rule.unless)
             if unknown := sorted(used - set(names)):
@@ -130,6 +143,9 @@ class IntentScorer:
         self._classes = {
             c.name: pattern for c in rules.classes if (pattern := _alternation(getattr(c, lang), lang))
         }
+        self.lang = lang
+        model = rules.backstop
+        self._backstop = Backstop(model) if isinstance(model, BackstopWeights) else None
 
     def cues(self, norm: str) -> dict[str, str]:
         """Each class present in the text, with its first cue."""
@@ -176,3 +192,17 @@ class IntentScorer:
             elif excuses and any(cue(name) for name in self.rules.excuses):
                 frame = "excused"
         return sorted(out, key=lambda h: h.severity == "critical", reverse=True), frame
+
+    def backstop(self, norm: str) -> IntentHit | None:
+        """The learned backstop's hit (high harmful_intent, its top n-grams as the term) when it reaches its
+        threshold on a question that is not exam wording and has no `backstop_unless` class."""
+        if self._backstop is None or not norm or (self._skip is not None and self._skip.search(norm)):
+            return None
+        fired = self._backstop.fires(norm, self.lang)
+        if fired is None:
+            return None
+        for name in self.rules.backstop_unless:
+            pattern = self._classes.get(name)
+            if pattern is not None and pattern.search(norm):
+                return None
+        return IntentHit("backstop", "harmful_intent", "high", fired[1] or "backstop")

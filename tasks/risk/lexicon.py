@@ -9,6 +9,7 @@ prefixes begins, and knows from its whole matches (when they are few) what it ma
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from pathlib import Path
@@ -22,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from tasks.core.records import LANGS, RISK_CATEGORIES, RISK_LEVELS
 from tasks.core.workdir import ASSETS_DIR
 from tasks.risk.acuity import AcuityRules
+from tasks.risk.backstop import BackstopWeights
 from tasks.risk.intent import IntentRules
 
 DEFAULT_LEXICON = ASSETS_DIR / "rules" / "risk_lexicon.yaml"
@@ -177,12 +179,23 @@ def load_lexicon(path: Path) -> Lexicon:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: the risk lexicon must be a YAML mapping with version, groups, concerns")
     try:
-        return Lexicon.model_validate(raw)
+        lexicon = Lexicon.model_validate(raw)
     except ValidationError as exc:
         lines = [f"  {_where(err['loc'], raw)}: {err['msg']}" for err in exc.errors()]
         raise ValueError(
             f"{path}: invalid risk lexicon:\n" + "\n".join(lines) + "\nFix these entries and rerun."
         ) from None
+    if lexicon.intent is None or not isinstance(lexicon.intent.backstop, str):
+        return lexicon
+    weights = path.parent / lexicon.intent.backstop  # the learned backstop's weights, next to the lexicon
+    try:
+        model = BackstopWeights.model_validate(json.loads(weights.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:  # ValidationError is a ValueError
+        raise ValueError(
+            f"{path}: intent.backstop {weights}: cannot read the weights ({str(exc).splitlines()[0]}); "
+            "rerun `python -m tasks.risk.train_backstop` or remove the key"
+        ) from None
+    return lexicon.model_copy(update={"intent": lexicon.intent.model_copy(update={"backstop": model})})
 
 
 def _where(loc: tuple, raw: dict) -> str:
