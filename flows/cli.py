@@ -215,13 +215,29 @@ def data(
     no_wait: bool = NoWaitOpt,
 ) -> None:
     """Download, clean, label risk, split, sample RL prompts, and gate them with Great Expectations."""
-    from flows.data import data_flow
+    from flows.server import serving, start_temporary_server
+    from tasks.core.errors import MedsafeError
 
     profile = _profile("data", profile, set_, workdir)
-    _check_sources("data", profile, source, workdir)
-    summary = _run_stage(
-        "data", data_flow, profile=profile, sources=source or None, workdir=str(workdir), no_wait=no_wait
-    )
+    server = start_temporary_server()  # it starts while the flow's modules import (flows/server.py)
+    try:
+        _check_sources("data", profile, source, workdir)
+        from flows.data import data_flow
+
+        with serving(server):
+            summary = _run_stage(
+                "data",
+                data_flow,
+                profile=profile,
+                sources=source or None,
+                workdir=str(workdir),
+                no_wait=no_wait,
+            )
+    except MedsafeError as exc:  # the server did not start
+        _fail("data", exc)
+    finally:
+        if server is not None:
+            server.stop()
     _print_summary("data: quality gate passed", summary)
 
 
