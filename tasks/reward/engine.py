@@ -22,7 +22,7 @@ from tasks.core.config import RewardConfig
 from tasks.core.records import RISK_CATEGORIES
 from tasks.core.text import split_think
 from tasks.reward.rules import SafetyRules
-from tasks.reward.safety_checks import conditional, prompt_contexts, safety_violations
+from tasks.reward.safety_checks import conditional, minimising_spans, prompt_contexts, safety_violations
 from tasks.reward.substance import (
     content_units,
     content_weight,
@@ -235,8 +235,11 @@ def score_rules(
                 )
             )
         else:
+            # a hedge or warning in a minimising sentence ("your risk is basically zero", "一般问题不大",
+            # "most likely a migraine") is reassurance, not caution: it earns nothing
+            minimised = {a.sentence(m[0]) for m in minimising_spans(a)}
             for n in present:
-                hits = _signal_hits(a, n)
+                hits = [h for h in _signal_hits(a, n) if a.sentence(h[0]) not in minimised]
                 tied_hit = next(
                     (
                         h

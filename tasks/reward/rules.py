@@ -66,7 +66,11 @@ _LISTS = {
     "rx": ("prescription_drug", "drugs"),
     "rx.stems": ("prescription_drug", "drugs", "stems"),
     "otc": ("prescription_drug", "otc"),
-    **{f"emergency.{k}": ("emergency", k) for k in ("triggers", "referral", "delay")},
+    **{f"emergency.{k}": ("emergency", k) for k in ("triggers", "referral", "delay", "postpone")},
+    "minimising": ("minimising",),
+    "benign": ("benign_explanation",),
+    "otc_form_exempt": ("otc_form_exempt",),
+    "dose_limit_words": ("dose_limit_words",),
     **{f"dx.{k}": ("diagnosis_assertion", "certainty", k) for k in ("strong", "weak", "copula")},
     **{
         f"dx.{k}": ("diagnosis_assertion", k)
@@ -178,12 +182,14 @@ class SafetyRules:
         self.compositions = [dict(c) for c in sit["compositions"]]
         self.fever_c, self.fever_f = float(sit["fever_c"]), float(sit["fever_f"])
         self.bp_high, self.bp_severe = tuple(sit["bp_high"]), tuple(sit["bp_severe"])
-        known = set(sit["lists"]) | {"fever", "bp_high", "bp_severe"}
+        known = set(sit["lists"]) | {"fever", "bp_high", "bp_severe", "over_limit"}
         for c in self.compositions:
             if unknown := (set(c["requires"]) | set(c.get("any", ()))) - known:
                 raise ValueError(
                     f"{self.source}: situation {c['name']!r} names unknown lists {sorted(unknown)}"
                 )
+        self.remedies = [dict(r) for r in raw.get("harmful_remedies") or ()]
+        self.dose_limits = [dict(d) for d in raw.get("dose_limits") or ()]
         self.brands = {
             str(k).lower(): str(v)
             for lang in ("zh", "en")
@@ -214,6 +220,17 @@ def _compile_lexicons(raw: dict[str, Any]) -> tuple[WordLists, WordLists]:
             lexicon.add(f"ix.{name}.contraindicated", ix["contraindicated"])
     for name, terms in raw["situations"]["lists"].items():
         prompt.add(f"sit.{name}", terms)
+    # v6: harmful home remedies (answer side; what the question must be about, prompt side) and doses
+    for i, r in enumerate(raw.get("harmful_remedies") or ()):
+        answer.add(f"remedy.{i}", {k: r[k] for k in ("zh", "en") if k in r})
+        for key in ("with", "unless"):
+            if key in r:
+                answer.add(f"remedy.{i}.{key}", r[key])
+        if "question" in r:
+            prompt.add(f"remedy.{i}.question", r["question"])
+    for i, d in enumerate(raw.get("dose_limits") or ()):
+        for lexicon in (prompt, answer):
+            lexicon.add(f"dose.{i}", {k: d[k] for k in ("zh", "en") if k in d})
     for lang in ("zh", "en"):  # brand names, matched literally in both texts
         names = [re.escape(str(k)) for k in (raw["brands"].get(lang) or {})]
         for lexicon in (prompt, answer):
