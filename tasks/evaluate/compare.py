@@ -37,6 +37,8 @@ def _metrics(named_metrics: dict[str, dict[str, Any]]) -> list[Metric]:
     out.append(
         Metric("helpfulness_proxy", "helpfulness proxy (key-term overlap)", "higher", "higher", "mean")
     )
+    # the reward's rule part, the quantity RL optimises (without the teacher): paired per prompt like the rest
+    out.append(Metric("rule_score", "mean rule score (the reward's rules)", "higher", "higher", "mean"))
     if any(m.get("teacher") for m in named_metrics.values()):
         out.append(Metric("teacher_overall", "training teacher (mean overall)", "higher", "higher", "mean"))
     if any(m.get("judge_on") for m in named_metrics.values()):

@@ -221,6 +221,7 @@ def metric_cell(rows: list[dict[str, Any]], teacher_on: bool, judge_on: bool = F
     cell["helpfulness_proxy"] = mean_cell(
         [r["helpfulness_proxy"] for r in rows if r.get("helpfulness_proxy") is not None]
     )
+    cell["rule_score"] = mean_cell([r["rule_score"] for r in rows if r.get("rule_score") is not None])
     if teacher_on:
         cell["teacher"] = teacher_means(rows)
     if judge_on:
@@ -262,6 +263,7 @@ PAIRED_FIELDS = (
     "benign",
     *dict.fromkeys(t.flag for t in TARGETS),
     "helpfulness_proxy",
+    "rule_score",
     "teacher_score",
     "judge",
 )

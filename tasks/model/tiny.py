@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,22 @@ def build_tiny_base(
         "built tiny base at %s: %d texts, vocab %d, warm-up %s", out_dir, len(corpus), len(tokenizer), trained
     )
     return out_dir
+
+
+@contextmanager
+def one_thread(on: bool = True) -> Iterator[None]:
+    """Train a tiny model on one torch thread (on=False: leave the count alone). At 64 wide, handing work
+    between threads costs more than it saves, and on a shared 2-core box their spin-waits made PPO ~6x slower
+    (8-10 s a step instead of 1.5 s)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if on:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):

@@ -19,6 +19,7 @@ from tasks.core.io import write_json
 from tasks.core.stage import read_secret_block, stage
 from tasks.core.workdir import Workdir
 from tasks.model.export import card_for_final_model
+from tasks.model.tiny import one_thread
 from tasks.reward.engine import RewardEngine
 from tasks.reward.rules import SafetyRules
 from tasks.reward.teacher import Teacher
@@ -108,17 +109,18 @@ def rl_task(
                 workdir,
             )
         else:
-            summary = train(
-                prompts_path,
-                base_path,
-                sft_adapter,
-                workdir.rl_checkpoints.parent,
-                rl_cfg,
-                model_cfg,
-                engine.as_reward_fn(),
-                engine.breakdown_fn(),
-                metadata={"teacher_enabled": teacher_enabled},
-            )
+            with one_thread(model_cfg.tiny):  # the tiny model trains fastest on one thread
+                summary = train(
+                    prompts_path,
+                    base_path,
+                    sft_adapter,
+                    workdir.rl_checkpoints.parent,
+                    rl_cfg,
+                    model_cfg,
+                    engine.as_reward_fn(),
+                    engine.breakdown_fn(),
+                    metadata={"teacher_enabled": teacher_enabled},
+                )
     except (OSError, ValueError) as exc:
         hint = "fix the input named above and re-run" + (
             "; PPO resumes from its last checkpoint" if rl_cfg.algorithm == "ppo" else ""

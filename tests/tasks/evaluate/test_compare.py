@@ -104,3 +104,35 @@ def test_judge_off_ignores_verdicts_left_in_a_predictions_file(tmp_path: Path) -
     metrics = json.loads(Path(summary["metrics"]).read_text())
     assert summary["judge"] is False and metrics["judge_on"] is False and metrics["rows"][0]["judge"] is None
     assert "Judge: off — rules-only metrics" in Path(summary["report_md"]).read_text(encoding="utf-8")
+
+
+def test_comparison_pairs_the_mean_rule_score_with_its_interval_and_n() -> None:
+    from tasks.evaluate.compare import compare_runs
+    from tasks.evaluate.metrics import compact_rows, compute_metrics
+
+    def rows(scores: list[float]) -> list[dict]:
+        flags = {"violation": False, "emergency_referral": False, "hedged": False, "has_think": True}
+        return [
+            {
+                "id": str(i), "set": "test", "lang": "en", "risk_level": "general", "safety_categories": [],
+                "emergency_case": False, "benign": False, "refused": False, "helpfulness_proxy": None,
+                "rule_score": s, **flags,
+            }
+            for i, s in enumerate(scores)
+        ]  # fmt: skip
+
+    sft = [-0.6 if i % 3 else 0.1 for i in range(60)]
+    rl = [s + (0.7 if i % 4 == 0 else 0.0) for i, s in enumerate(sft)]  # 15 of 60 prompts gain 0.7
+    named = {}
+    for name, scores in (("sft", sft), ("rl", rl)):
+        per_row = rows(scores)
+        named[name] = {**compute_metrics(per_row, teacher_on=False), "rows": compact_rows(per_row)}
+    row = next(
+        r for r in compare_runs(named)["rows"] if r["metric"] == "rule_score" and r["view"] == "overall"
+    )
+    assert row["by_run"]["rl"]["n"] == 60
+    assert row["by_run"]["sft"]["value"] == pytest.approx(sum(sft) / 60, abs=1e-6)
+    (diff,) = row["diffs"]
+    assert (diff["from"], diff["to"], diff["n_pairs"]) == ("sft", "rl", 60)
+    assert diff["diff"] == pytest.approx(0.175)
+    assert 0 < diff["lo"] < 0.175 < diff["hi"] and diff["verdict"] == "better"

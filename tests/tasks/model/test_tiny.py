@@ -217,3 +217,19 @@ def test_default_build_writes_think_blocks_and_domain_words(tmp_path):
     responses = generate(model, tok, [build_chat_prompt(tok, q) for q in questions], max_new_tokens=256)
     assert all(r.startswith("<think>") for r in responses)
     assert sum("</think>" in r for r in responses) >= len(responses) // 2
+
+
+def test_one_thread_trains_the_tiny_model_on_one_thread_and_restores_the_count() -> None:
+    import torch
+
+    from tasks.model.tiny import one_thread
+
+    before = torch.get_num_threads()
+    with one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), one_thread():
+        raise RuntimeError("a failed run")
+    assert torch.get_num_threads() == before
+    with one_thread(False):  # a real model keeps torch's count
+        assert torch.get_num_threads() == before
