@@ -24,6 +24,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.risk.backstop import Backstop, BackstopWeights
+
 Lang = Literal["zh", "en"]
 # two findings allow critical; the other classes act through their weights, `alarming`, `critical_with`
 REQUIRED_CLASSES = ("finding",)
@@ -63,6 +65,15 @@ class AcuityRules(_Strict):
         default_factory=list,
         description="Sets of classes in whose presence negative weights (dampeners) do not count: harm "
         "that shows later (an overdose, a bleed on a blood thinner) is not reassured by 'I feel fine'.",
+    )
+    backstop: BackstopWeights | str | None = Field(
+        default=None,
+        description="A learned acuity backstop (tasks/risk/backstop.py, critical vs mild patient questions); "
+        "in the YAML the name of its weights file next to the lexicon, which load_lexicon reads.",
+    )
+    backstop_unless: list[str] = Field(
+        default_factory=list,
+        description="Intent classes (a rights, myth or study frame) that keep the acuity backstop silent.",
     )
 
     @model_validator(mode="after")
@@ -129,6 +140,21 @@ class AcuityScorer:
             for c in ordered
             if (pattern := _alternation(getattr(c, lang), lang)) is not None
         ]
+        model = rules.backstop
+        self._backstop = Backstop(model) if isinstance(model, BackstopWeights) else None
+
+    def backstop(self, norm: str) -> tuple[str, str] | None:
+        """The learned backstop's level ("high"/"critical") and top n-grams, for a question that is not
+        clinical wording (the scorer's `skip`). A question that names no complaint the rules see (no cue
+        of a class that opens an `alarming` set, or only negated ones: "no fever, no chest pain", small
+        talk) is raised only above the critical threshold, and then to high. None below its threshold or
+        without a backstop."""
+        if self._backstop is None or not norm or (self._skip is not None and self._skip.search(norm)):
+            return None
+        hit = self._backstop.level(norm, self.lang)
+        if hit is None or self.score(norm).cues:
+            return hit
+        return ("high", hit[1]) if hit[0] == "critical" else None  # no complaint seen: only a sure model
 
     def score(self, norm: str) -> Acuity:
         """The text's acuity; 0 and no level for clinical wording or when no alarming class is present."""

@@ -9,6 +9,10 @@ medical-o1 samples). It raises a question to high harmful_intent only when no ru
 safety or myth frame is present, and its probability reaches the language's threshold (chosen on the dev
 probe sets for at most 5% false alarms on benign questions). Its evidence names the n-grams that weighed
 most, so a label can be explained. Pure: no numpy at inference, only a dict of weights.
+
+The same model, trained on critical versus mild patient questions (data/rules/acuity_backstop.json), backs
+up the acuity scorer (tasks/risk/acuity.py): it raises a patient's question the rules left below high to
+high, or to critical above a second threshold (`critical_thresholds`).
 """
 
 from __future__ import annotations
@@ -65,6 +69,11 @@ class BackstopWeights(BaseModel):
     sources: dict[str, int] = Field(description="Training rows per source.")
     bias: float
     thresholds: dict[str, float] = Field(description="Probability from which a question is raised, per lang.")
+    critical_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Probability from which a question is raised to critical, per lang (the acuity "
+        "backstop; none: never critical).",
+    )
     weights: dict[str, float] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -73,6 +82,12 @@ class BackstopWeights(BaseModel):
             raise ValueError(f"backstop thresholds name unknown language(s) {bad}")
         if any(not 0.0 < t <= 1.0 for t in self.thresholds.values()):
             raise ValueError(f"backstop thresholds must lie in (0, 1]: {self.thresholds}")
+        for lang, t in self.critical_thresholds.items():
+            if not self.thresholds.get(lang, 2.0) <= t <= 1.0:
+                raise ValueError(
+                    f"backstop critical threshold for {lang!r} ({t}) must lie between its threshold "
+                    f"({self.thresholds.get(lang)}) and 1"
+                )
         return self
 
 
@@ -105,3 +120,11 @@ class Backstop:
             return None
         top = [f.split(":", 1)[1] for f, c in parts[:3] if c > 0]
         return p, "+".join(top)
+
+    def level(self, norm: str, lang: str) -> tuple[str, str] | None:
+        """("critical" or "high", "top+n+grams") when the question reaches a threshold, else None."""
+        fired = self.fires(norm, lang)
+        if fired is None:
+            return None
+        critical = self.model.critical_thresholds.get(lang)
+        return ("critical" if critical is not None and fired[0] >= critical else "high"), fired[1]

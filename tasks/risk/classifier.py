@@ -74,6 +74,7 @@ class RiskClassifier:
         self._acuity = {lang: AcuityScorer(lexicon.acuity, lang) for lang in LANGS} if lexicon.acuity else {}
         # harmful intent and self-harm from compositions of cue classes (tasks/risk/intent.py), question only
         self._intent = {lang: IntentScorer(lexicon.intent, lang) for lang in LANGS} if lexicon.intent else {}
+        self._acuity_unless = tuple(lexicon.acuity.backstop_unless) if lexicon.acuity else ()
         # groups whose evidence changes inside answer options (see _item)
         self._option_sensitive = frozenset(
             g.name for g in lexicon.groups if g.category or SEVERITY_RANK[g.severity] > _MEDIUM
@@ -111,6 +112,23 @@ class RiskClassifier:
         return self._label(self._with_acuity(self._evidence(norm, lang), norm, lang), lang)
 
     def _with_acuity(self, evidence: list[dict[str, str]], norm: str, lang: str) -> list[dict[str, str]]:
+        """The question's evidence after the rules (_with_rules) and, when they leave it below high, the
+        learned acuity backstop: an `emergency` item at high (critical above its second threshold) named
+        by its top n-grams, unless the question has a rights, myth or study frame (acuity.backstop_unless)."""
+        evidence = self._with_rules(evidence, norm, lang)
+        if evidence and SEVERITY_RANK[evidence[0]["severity"]] >= _HIGH:
+            return evidence
+        scorer = self._acuity.get(lang)
+        hit = scorer.backstop(norm) if scorer is not None else None
+        if hit is None:
+            return evidence
+        intent = self._intent.get(lang)
+        if intent is not None and intent.any_class(norm, self._acuity_unless):
+            return evidence
+        item = {"term": hit[1] or "backstop", "category": "emergency", "severity": hit[0]}
+        return sorted([item, *evidence], key=_strength, reverse=True)
+
+    def _with_rules(self, evidence: list[dict[str, str]], norm: str, lang: str) -> list[dict[str, str]]:
         """The question's evidence, with an `emergency` item first when the acuity of its words reaches a
         level above the lexicon's (the item's term names the cues, "blood+ear+fell"), and an item for each
         intent rule the question fires (harmful_intent, mental_health)."""

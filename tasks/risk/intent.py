@@ -193,6 +193,10 @@ class IntentScorer:
                 frame = "excused"
         return sorted(out, key=lambda h: h.severity == "critical", reverse=True), frame
 
+    def any_class(self, norm: str, names: tuple[str, ...] | list[str]) -> bool:
+        """Whether any of the named classes is present in the text."""
+        return any((p := self._classes.get(name)) is not None and p.search(norm) for name in names)
+
     def backstop(self, norm: str) -> IntentHit | None:
         """The learned backstop's hit (high harmful_intent, its top n-grams as the term) when it reaches its
         threshold on a question that is not exam wording and has no `backstop_unless` class."""

@@ -139,6 +139,10 @@ class Lexicon(_Strict):
         for combo in self.combinations:
             if unknown := sorted({k for slot in combo.requires for k in slot} - kinds):
                 raise ValueError(f"combination {combo.name!r} requires unknown kind(s) {unknown}")
+        if self.acuity is not None and self.acuity.backstop_unless:
+            known = {c.name for c in self.intent.classes} if self.intent is not None else set()
+            if unknown := sorted(set(self.acuity.backstop_unless) - known):
+                raise ValueError(f"acuity backstop_unless names unknown intent class(es) {unknown}")
         for key in RISK_CATEGORIES:
             if key not in self.concerns:
                 raise ValueError(f"concerns has no text for category {key!r}")
@@ -185,17 +189,21 @@ def load_lexicon(path: Path) -> Lexicon:
         raise ValueError(
             f"{path}: invalid risk lexicon:\n" + "\n".join(lines) + "\nFix these entries and rerun."
         ) from None
-    if lexicon.intent is None or not isinstance(lexicon.intent.backstop, str):
-        return lexicon
-    weights = path.parent / lexicon.intent.backstop  # the learned backstop's weights, next to the lexicon
-    try:
-        model = BackstopWeights.model_validate(json.loads(weights.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:  # ValidationError is a ValueError
-        raise ValueError(
-            f"{path}: intent.backstop {weights}: cannot read the weights ({str(exc).splitlines()[0]}); "
-            "rerun `python -m tasks.risk.train_backstop` or remove the key"
-        ) from None
-    return lexicon.model_copy(update={"intent": lexicon.intent.model_copy(update={"backstop": model})})
+    # the learned backstops' weights, next to the lexicon
+    for section in ("intent", "acuity"):
+        rules = getattr(lexicon, section)
+        if rules is None or not isinstance(rules.backstop, str):
+            continue
+        weights = path.parent / rules.backstop
+        try:
+            model = BackstopWeights.model_validate(json.loads(weights.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:  # ValidationError is a ValueError
+            raise ValueError(
+                f"{path}: {section}.backstop {weights}: cannot read the weights "
+                f"({str(exc).splitlines()[0]}); rerun `python -m tasks.risk.train_backstop` or remove the key"
+            ) from None
+        lexicon = lexicon.model_copy(update={section: rules.model_copy(update={"backstop": model})})
+    return lexicon
 
 
 def _where(loc: tuple, raw: dict) -> str:

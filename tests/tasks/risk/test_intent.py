@@ -72,9 +72,24 @@ def test_self_harm_method_and_prepared_ideation_are_critical_mental_health(clf, 
     assert "mental_health" in label.safety_categories
 
 
+@pytest.fixture(scope="module")
+def rules_only() -> RiskClassifier:
+    """The rules without the learned backstops (with them: test_backstop.py, at most 5% raised)."""
+    lexicon = load_lexicon(DEFAULT_LEXICON)
+    assert lexicon.intent is not None and lexicon.acuity is not None
+    return RiskClassifier(
+        lexicon.model_copy(
+            update={
+                "intent": lexicon.intent.model_copy(update={"backstop": None}),
+                "acuity": lexicon.acuity.model_copy(update={"backstop": None}),
+            }
+        )
+    )
+
+
 @pytest.mark.parametrize(("lang", "text"), NOT_HARMFUL)
-def test_look_alikes_carry_no_harmful_intent(clf, lang, text):
-    label = clf.classify(text, lang)
+def test_look_alikes_carry_no_harmful_intent(rules_only, lang, text):
+    label = rules_only.classify(text, lang)
     assert "harmful_intent" not in label.safety_categories, label
     assert "mental_health" not in label.safety_categories
 

@@ -2,7 +2,7 @@
 unlicensed practice, fraud, unapproved research, exploiting patients, covering up an injury, hiding a
 diagnosis for gain, making someone ill), the study frame, and their look-alikes. Sentences here are in
 no fixture and not in the backstop's training file; each is checked against the rule it should fire,
-with the learned backstop switched off, so the rules stand on their own."""
+with the learned backstops switched off, so the rules stand on their own."""
 
 from __future__ import annotations
 
@@ -71,8 +71,14 @@ LOOK_ALIKES = [
 def rules_only() -> RiskClassifier:
     lexicon = load_lexicon(DEFAULT_LEXICON)
     assert lexicon.intent is not None
+    assert lexicon.acuity is not None
     return RiskClassifier(
-        lexicon.model_copy(update={"intent": lexicon.intent.model_copy(update={"backstop": None})})
+        lexicon.model_copy(
+            update={
+                "intent": lexicon.intent.model_copy(update={"backstop": None}),
+                "acuity": lexicon.acuity.model_copy(update={"backstop": None}),
+            }
+        )
     )
 
 
@@ -91,6 +97,7 @@ def test_each_kind_of_harm_fires_its_rule(
 
 
 @pytest.mark.parametrize(("lang", "text"), LOOK_ALIKES)
-def test_look_alikes_stay_below_high(clf: RiskClassifier, lang: str, text: str) -> None:
-    label = clf.classify(text, lang)
+def test_look_alikes_stay_below_high(rules_only: RiskClassifier, lang: str, text: str) -> None:
+    """The rules alone; with the learned backstops, see test_backstop.py (at most 5% raised)."""
+    label = rules_only.classify(text, lang)
     assert label.risk_level not in HIGH_RISK_LEVELS, (text, label.evidence)
