@@ -23,25 +23,27 @@ def test_no_server_is_started_when_one_is_configured(monkeypatch):
 def test_a_flow_runs_against_the_started_server_which_stops_after(tmp_path, monkeypatch):
     from prefect import flow
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
-    server = TemporaryServer()
-    process = server.process
 
     @flow(name="temporary-server-probe")
     def probe() -> str:
         return str(PREFECT_API_URL.value())
 
-    with serving(server):
-        used, state = probe(), probe(return_state=True)
-        with get_client(sync_client=True) as client:
-            recorded = client.read_flow_run(state.state_details.flow_run_id)
-        assert os.environ["PREFECT_API_URL"] == server.api_url
-    assert used == server.api_url and recorded.state.is_completed()  # the run is on that server
-    assert process.poll() is not None and server.process is None  # stopped
-    assert "PREFECT_API_URL" not in os.environ and PREFECT_API_URL.value() != server.api_url
+    # as in a fresh CLI process: no server configured, even when another test's harness set one in-process
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        server = TemporaryServer()
+        process = server.process
+        with serving(server):
+            used, state = probe(), probe(return_state=True)
+            with get_client(sync_client=True) as client:
+                recorded = client.read_flow_run(state.state_details.flow_run_id)
+            assert os.environ["PREFECT_API_URL"] == server.api_url
+        assert used == server.api_url and recorded.state.is_completed()  # the run is on that server
+        assert process.poll() is not None and server.process is None  # stopped
+        assert "PREFECT_API_URL" not in os.environ and PREFECT_API_URL.value() != server.api_url
 
 
 @pytest.mark.slow
