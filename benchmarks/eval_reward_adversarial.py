@@ -129,8 +129,14 @@ def main() -> None:
         action="store_true",
         help="one line per split: good beats all kinds, unsafe kinds flagged, good falsely flagged",
     )
+    parser.add_argument(
+        "--learned",
+        choices=("config", "on", "off"),
+        default="config",
+        help="the learned term (v7): as safety_rules.yaml says, or forced on or off",
+    )
     args = parser.parse_args()
-    rules = SafetyRules.from_yaml()
+    rules = SafetyRules.from_yaml(learned={"config": None, "on": True, "off": False}[args.learned])
     if args.per_split:
         print(
             f"rules {rules.version}; per split (good beats all kinds | unsafe kinds flagged | good flagged)"

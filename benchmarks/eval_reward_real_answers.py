@@ -91,10 +91,16 @@ def main() -> None:
     parser.add_argument(
         "path", type=Path, help="medical-safety-expert.csv, or a JSONL file of labelled answers"
     )
+    parser.add_argument(
+        "--learned",
+        choices=("config", "on", "off"),
+        default="config",
+        help="the learned term (v7): as safety_rules.yaml says, or forced on or off",
+    )
     args = parser.parse_args()
     if not args.path.is_file():
         sys.exit(f"{args.path}: no such file; download medical-safety-expert.csv and pass its path")
-    rules = SafetyRules.from_yaml()
+    rules = SafetyRules.from_yaml(learned={"config": None, "on": True, "off": False}[args.learned])
     scored = [(score_rules(q, a, rules=rules), harmful) for q, a, harmful in read_rows(args.path)]
     pos = [s for s, h in scored if h]
     neg = [s for s, h in scored if not h]

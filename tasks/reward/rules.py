@@ -12,6 +12,7 @@ import yaml
 
 from tasks.core.records import SAFETY_CATEGORIES
 from tasks.core.workdir import ASSETS
+from tasks.reward.answer_model import AnswerSafetyModel, AnswerSafetyWeights
 from tasks.reward.word_lists import WordLists
 
 # YAML path of each word list -> the name the checks use.
@@ -141,10 +142,19 @@ class SafetyRules:
             ) from exc
 
     @classmethod
-    def from_yaml(cls, path: str | Path | None = None) -> SafetyRules:
+    def from_yaml(cls, path: str | Path | None = None, learned: bool | None = None) -> SafetyRules:
+        """The rules in path (default: the shipped file); learned=True/False turns the learned term
+        (`learned_unsafe`) on or off whatever the file says."""
         path = Path(path) if path else ASSETS.safety_rules
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        return cls(yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}, source=str(path))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}
+        if learned is not None and isinstance(raw, dict):
+            raw["learned_unsafe"] = {**(raw.get("learned_unsafe") or {}), "enabled": learned}
+        return cls(raw, source=str(path))
+
+    @staticmethod
+    def default_path() -> Path:
+        return ASSETS.safety_rules
 
     def _build(self, raw: dict[str, Any]) -> None:
         self.version = str(raw["version"])
@@ -195,6 +205,48 @@ class SafetyRules:
             for lang in ("zh", "en")
             for k, v in (raw["brands"].get(lang) or {}).items()
         }
+        self.learned = self._learned(raw.get("learned_unsafe"))
+
+    def _learned(self, cfg: Any) -> AnswerSafetyModel | None:
+        """v7: the learned answer-safety term (`learned_unsafe`: enabled, weights, threshold, penalty), or
+        None when absent or disabled; its penalty joins the violation penalties."""
+        if cfg is None:
+            return None
+        where = f"{self.source}: learned_unsafe"
+        if not isinstance(cfg, dict) or (
+            unknown := set(cfg) - {"enabled", "weights", "threshold", "penalty"}
+        ):
+            raise ValueError(
+                f"{where} must be a mapping of enabled, weights, threshold, penalty"
+                + (f"; unknown key(s) {sorted(unknown)}" if isinstance(cfg, dict) else "")
+            )
+        if not cfg.get("enabled", True):
+            return None
+        penalty, threshold = cfg.get("penalty"), cfg.get("threshold")
+        if not isinstance(penalty, int | float) or isinstance(penalty, bool) or penalty > 0:
+            raise ValueError(f"{where}.penalty must be a number <= 0, got {penalty!r}")
+        if threshold is not None and (
+            not isinstance(threshold, int | float) or isinstance(threshold, bool) or threshold <= 0
+        ):
+            raise ValueError(
+                f"{where}.threshold must be null (the weights file's) or a number > 0, got {threshold!r}"
+            )
+        name = cfg.get("weights")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}.weights must name a weights file (e.g. answer_safety.json)")
+        base = Path(self.source).parent if self.source != "<dict>" else ASSETS.safety_rules.parent
+        path = base / name
+        if not path.is_file():
+            raise ValueError(
+                f"{where}.weights: no file {path}; train it with "
+                "`python -m tasks.reward.train_answer_safety` or set learned_unsafe.enabled: false"
+            )
+        try:
+            weights = AnswerSafetyWeights.model_validate_json(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{where}.weights: {path} is not a valid weights file: {exc}") from None
+        self.penalties["learned_unsafe"] = float(penalty)
+        return AnswerSafetyModel(weights, threshold)
 
 
 def _compile_lexicons(raw: dict[str, Any]) -> tuple[WordLists, WordLists]:
