@@ -134,6 +134,14 @@ class AcuityScorer:
         self._window = rules.negation_window.get(lang, 3)
         # the classes that open an alarming set are scored first: without one of them nothing else matters
         gates = {needed[0] for needed in rules.alarming}
+        # a complaint for the backstop's gate: a cue of a class that opens a one-class set or several sets
+        # (a finding, a symptom); a class that opens only one longer set (a verb of taking) needs the rest
+        # of it ("took" alone, as in "took my life savings", names no complaint; "took 20 pills" does)
+        opens = [needed[0] for needed in rules.alarming]
+        self._complaint_sets = [
+            tuple(needed[:1]) if len(needed) == 1 or opens.count(needed[0]) > 1 else tuple(needed)
+            for needed in rules.alarming
+        ]
         ordered = sorted(rules.classes, key=lambda c: c.name not in gates)
         self._classes = [
             (c, c.name in gates, pattern)
@@ -147,12 +155,15 @@ class AcuityScorer:
         """The learned backstop's level ("high"/"critical") and top n-grams, for a question that is not
         clinical wording (the scorer's `skip`). A question that names no complaint the rules see (no cue
         of a class that opens an `alarming` set, or only negated ones: "no fever, no chest pain", small
-        talk) is raised only above the critical threshold, and then to high. None below its threshold or
-        without a backstop."""
+        talk; a verb of taking without what was taken) is raised only above the critical threshold, and
+        then to high. None below its threshold or without a backstop."""
         if self._backstop is None or not norm or (self._skip is not None and self._skip.search(norm)):
             return None
         hit = self._backstop.level(norm, self.lang)
-        if hit is None or self.score(norm).cues:
+        if hit is None:
+            return None
+        seen = {cue.split(":", 1)[0] for cue in self.score(norm).cues}
+        if any(all(name in seen for name in needed) for needed in self._complaint_sets):
             return hit
         return ("high", hit[1]) if hit[0] == "critical" else None  # no complaint seen: only a sure model
 

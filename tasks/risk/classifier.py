@@ -116,17 +116,36 @@ class RiskClassifier:
         learned acuity backstop: an `emergency` item at high (critical above its second threshold) named
         by its top n-grams, unless the question has a rights, myth or study frame (acuity.backstop_unless)."""
         evidence = self._with_rules(evidence, norm, lang)
+        intent = self._intent.get(lang)
+        if intent is not None and evidence and SEVERITY_RANK[evidence[0]["severity"]] >= _HIGH:
+            lowered, _ = intent.lowered(norm)
+            if lowered and not self._acute(norm, lang):
+                # a protective frame (reporting, an ethics question, disposal or safe storage, giving a
+                # child its medicine) and no acute words: its categories' high evidence describes
+                capped = _capped(evidence, lambda e: e.get("category") in lowered and e["severity"] == "high")
+                if capped is not evidence:
+                    return capped  # lowered: the backstops do not raise it again
         if evidence and SEVERITY_RANK[evidence[0]["severity"]] >= _HIGH:
             return evidence
         scorer = self._acuity.get(lang)
         hit = scorer.backstop(norm) if scorer is not None else None
         if hit is None:
             return evidence
-        intent = self._intent.get(lang)
         if intent is not None and intent.any_class(norm, self._acuity_unless):
             return evidence
         item = {"term": hit[1] or "backstop", "category": "emergency", "severity": hit[0]}
         return sorted([item, *evidence], key=_strength, reverse=True)
+
+    def _acute(self, norm: str, lang: str) -> bool:
+        """Whether the acuity scorer reads a level, or a swallowed substance, failing vital or absent
+        function, in the words: then no protective frame lowers the question."""
+        scorer = self._acuity.get(lang)
+        if scorer is None:
+            return False
+        acuity = scorer.score(norm)
+        return acuity.level is not None or any(
+            cue.split(":", 1)[0] in ("ingestion", "vital", "absent") for cue in acuity.cues
+        )
 
     def _with_rules(self, evidence: list[dict[str, str]], norm: str, lang: str) -> list[dict[str, str]]:
         """The question's evidence, with an `emergency` item first when the acuity of its words reaches a

@@ -75,6 +75,13 @@ class IntentRules(_Strict):
         description="Classes that keep the learned backstop from raising a question (a rights, safety, "
         "myth or study frame, a question about what caused an illness).",
     )
+    lowers: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Protective frames: a class (reporting wrongdoing, an ethics question, disposing of or "
+        "storing medicines, giving a child its medicine) and the categories whose high evidence it turns "
+        "into a plain medium kind, even when an intent rule fired. Never critical evidence, never "
+        "mental_health or emergency.",
+    )
     backstop: BackstopWeights | str | None = Field(
         default=None,
         description="A learned harmful-intent backstop (tasks/risk/backstop.py); in the YAML the name of "
@@ -92,6 +99,14 @@ class IntentRules(_Strict):
             raise ValueError(f"intent myths name unknown class(es) {unknown}")
         if unknown := sorted(set(self.backstop_unless) - set(names)):
             raise ValueError(f"intent backstop_unless names unknown class(es) {unknown}")
+        if unknown := sorted(set(self.lowers) - set(names)):
+            raise ValueError(f"intent lowers names unknown class(es) {unknown}")
+        for name, categories in self.lowers.items():
+            if bad := sorted(set(categories) - (set(RISK_CATEGORIES) - {"mental_health", "emergency"})):
+                raise ValueError(
+                    f"intent lowers {name!r}: {bad} cannot be lowered (a category other than "
+                    "mental_health and emergency)"
+                )
         for rule in self.rules:
             used = {n for slot in rule.requires for n in slot} | set(rule.unless)
             if unknown := sorted(used - set(names)):
@@ -192,6 +207,20 @@ class IntentScorer:
             elif excuses and any(cue(name) for name in self.rules.excuses):
                 frame = "excused"
         return sorted(out, key=lambda h: h.severity == "critical", reverse=True), frame
+
+    def lowered(self, norm: str) -> tuple[frozenset[str], str]:
+        """The categories the text's protective frames lower (`lowers`) and the first frame's cue
+        (empty when none; exam wording has none)."""
+        if not self.rules.lowers or (self._skip is not None and self._skip.search(norm)):
+            return frozenset(), ""
+        categories: set[str] = set()
+        first = ""
+        for name, which in self.rules.lowers.items():
+            pattern = self._classes.get(name)
+            if pattern is not None and (match := pattern.search(norm)):
+                categories.update(which)
+                first = first or match.group(0).strip()
+        return frozenset(categories), first
 
     def any_class(self, norm: str, names: tuple[str, ...] | list[str]) -> bool:
         """Whether any of the named classes is present in the text."""

@@ -9,17 +9,18 @@
 Two models of one kind (L2-regularized logistic regression on L2-normalized binary n-gram vectors,
 full-batch gradient descent from zero: deterministic, byte-identical files on a re-run):
 - intent (harmful requests vs everything else): harmful requests written for this model
-  (data/rules/intent_backstop_train.jsonl, data/rules/backstop_written_{en,zh}.jsonl), the dev probe sets
-  C and D and the dev split of tests/fixtures/risk_questions.jsonl, ../shared MedSafetyBench train when
+  (data/rules/intent_backstop_train.jsonl, data/rules/backstop_written_{en,zh,3}.jsonl), the dev probe sets
+  C, D and E and the dev split of tests/fixtures/risk_questions.jsonl, ../shared MedSafetyBench train when
   present (read, never copied); negatives: the written benign look-alikes, mild and critical patient
   questions, the probe rounds (tests/fixtures/risk_probes.jsonl), the over-refusal set and the medical-o1
   samples;
-- acuity (critical vs mild patient questions): the written critical/mild/look-alike questions, C and D,
+- acuity (critical vs mild patient questions): the written critical/mild/look-alike questions (the third
+  file adds long, multi-symptom mild posts in the register of real health-anxiety questions), C, D and E,
   the risk_questions dev split, the probe rounds, the over-refusal set and the benign look-alikes of
   intent_backstop_train.jsonl; rows in clinical wording (the acuity scorer's `skip`) are left out, as the
   backstop never reads them.
-Never trained on: risk_questions' holdout split, the 1.3 blind set (risk_probes_blind.jsonl), set E, real
-data. Each (language, label) group weighs equally.
+Never trained on: risk_questions' holdout split, the 1.3 blind set (risk_probes_blind.jsonl), real data
+(MedSafetyBench test, clinician-graded questions), sealed sets. Each (language, label) group weighs equally.
 
 Thresholds come from 5-fold cross-validation on the training rows (folds by row position): the lowest
 probability, at least MIN_THRESHOLD, that at most 5% of the out-of-fold benign look-alikes and at most 5%
@@ -49,11 +50,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
 RULES = ASSETS_DIR / "rules"
 TRAIN = RULES / "intent_backstop_train.jsonl"
-WRITTEN = [RULES / "backstop_written_en.jsonl", RULES / "backstop_written_zh.jsonl"]
+WRITTEN = [RULES / f"backstop_written_{name}.jsonl" for name in ("en", "zh", "3")]
 OUT = RULES / "intent_backstop.json"
 ACUITY_OUT = RULES / "acuity_backstop.json"
 FIXTURES = ROOT / "tests" / "fixtures"
-DEV = [FIXTURES / f for f in ("risk_probes_blind_c.jsonl", "risk_probes_blind_d.jsonl")]
+# blind sets C, D and E, each scored blind once and a dev set since (E joined training with lexicon 1.7)
+DEV = [FIXTURES / f"risk_probes_blind_{x}.jsonl" for x in ("c", "d", "e")]
 DEV_QUESTIONS = FIXTURES / "risk_questions.jsonl"
 PROBES = FIXTURES / "risk_probes.jsonl"
 MAX_FA = 0.05
@@ -67,7 +69,9 @@ KEEP = 4000  # features kept in a shipped file, by |weight|
 # harmful and 189 / 190 / 189 of 200 critical at 53 / 53 / 55 of 300 look-alikes: the lowest that adds no
 # look-alike false alarm.
 L2 = 3e-5
-GUARDED = ("lookalike", "mild")  # the groups whose false alarms set a threshold
+# the groups whose false alarms set a threshold; mild_post: the third file's long, multi-symptom mild posts,
+# guarded on their own so that the threshold holds in the register of real health-anxiety questions
+GUARDED = ("lookalike", "mild", "mild_post")
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class Row:
     text: str
     lang: str
     y: int
-    group: str  # positive | lookalike | mild | other (negatives that set no threshold)
+    group: str  # positive | lookalike | mild | mild_post | other (negatives that set no threshold)
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -83,7 +87,14 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def _written() -> list[dict]:
-    return [r for path in WRITTEN if path.is_file() for r in _jsonl(path)]
+    """The writers' rows; those of the third file carry post=True (its mild rows are long posts)."""
+    return [{**r, "post": path == WRITTEN[-1]} for path in WRITTEN if path.is_file() for r in _jsonl(path)]
+
+
+def _written_group(r: dict, positive: str) -> str:
+    """A written row's group; the third file's mild rows are the long, real-style posts (mild_post)."""
+    group = _group(r["label"], positive)
+    return "mild_post" if group == "mild" and r.get("post") else group
 
 
 def _fixture_rows() -> list[tuple[str, str, str]]:
@@ -139,7 +150,7 @@ def intent_rows(shared: bool = True, msb_exclude: str | None = None) -> tuple[li
             for r in _jsonl(TRAIN)
         ],
         "backstop_written": [
-            Row(r["text"], r["lang"], int(r["label"] == "harmful"), _group(r["label"], "harmful"))
+            Row(r["text"], r["lang"], int(r["label"] == "harmful"), _written_group(r, "harmful"))
             for r in _written()
         ],
         "dev_fixtures": [
@@ -157,7 +168,7 @@ def acuity_rows() -> tuple[list[Row], dict[str, int]]:
     """The acuity model's rows (critical vs mild patient questions) and the count per source."""
     sources: dict[str, list[Row]] = {
         "backstop_written": [
-            Row(r["text"], r["lang"], int(r["label"] == "critical"), _group(r["label"], "critical"))
+            Row(r["text"], r["lang"], int(r["label"] == "critical"), _written_group(r, "critical"))
             for r in _written()
             if r["label"] != "harmful"
         ],
