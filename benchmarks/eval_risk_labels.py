@@ -50,6 +50,8 @@ PROBES = ROOT / "tests" / "fixtures" / "risk_probes.jsonl"
 BLIND = ROOT / "tests" / "fixtures" / "risk_probes_blind.jsonl"
 BLIND_C = ROOT / "tests" / "fixtures" / "risk_probes_blind_c.jsonl"
 BLIND_D = ROOT / "tests" / "fixtures" / "risk_probes_blind_d.jsonl"
+BLIND_E = ROOT / "tests" / "fixtures" / "risk_probes_blind_e.jsonl"
+BLIND_F = ROOT / "tests" / "fixtures" / "risk_probes_blind_f.jsonl"
 
 
 def _rate(k: int, n: int) -> str:
@@ -228,7 +230,8 @@ def main() -> None:
     fixture(clf, args.split)
     probes(clf)
     blind(clf)
-    for path in (BLIND_C, BLIND_D):  # C and D: scored once blind, dev sets since (docs/risk.md)
+    # C, D, E: scored once blind, dev sets since; F: sealed until scored once with 1.7 (docs/risk.md)
+    for path in (BLIND_C, BLIND_D, BLIND_E, BLIND_F):
         if path.is_file():
             blind(clf, path)
     if not args.no_speed:
