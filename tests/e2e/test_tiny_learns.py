@@ -32,7 +32,7 @@ from tasks.reward.rules import SafetyRules
 pytestmark = pytest.mark.slow
 
 # The documented GRPO run of the tiny profile (docs/performance.md): `--set` these on top of it.
-GRPO_SETS: dict[str, object] = {"rl.algorithm": "grpo", "rl.batch_size": 8}
+GRPO_SETS: dict[str, object] = {"rl.algorithm": "grpo", "rl.batch_size": 16}
 MIN_PROMPTS = 50
 
 
