@@ -39,9 +39,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import yaml
 
+from tasks.core import ngram_lr
 from tasks.core.workdir import ASSETS_DIR
 from tasks.risk.backstop import Backstop, BackstopWeights, features
 from tasks.risk.lexicon import DEFAULT_LEXICON, normalize
@@ -217,35 +217,19 @@ def fit(
     lr: float = 15.0,
     min_df: int = 2,
 ) -> tuple[float, dict[str, float]]:
-    """Logistic regression on the rows' n-grams (features seen in at least min_df rows)."""
+    """Logistic regression on the rows' n-grams (features seen in at least min_df rows), each (language,
+    label) weighing equally: tasks/core/ngram_lr.fit."""
     triples = [(r.text, r.lang, r.y) if isinstance(r, Row) else r for r in rows]
     feats = [features(normalize(text, lang), lang) for text, lang, _ in triples]
-    df = Counter(f for fs in feats for f in fs)
-    vocab = {f: i for i, f in enumerate(sorted(f for f, n in df.items() if n >= min_df))}
-    idx, row_of, val = [], [], []
-    for r, fs in enumerate(feats):
-        if fs:
-            scale = 1.0 / math.sqrt(len(fs))  # as at inference: every feature of the text counts
-            for f in fs:
-                if (i := vocab.get(f)) is not None:
-                    idx.append(i)
-                    row_of.append(r)
-                    val.append(scale)
-    idx_a, row_a, val_a = np.array(idx, dtype=int), np.array(row_of, dtype=int), np.array(val)
-    y = np.array([h for _, _, h in triples], dtype=float)
-    groups = Counter((lang, h) for _, lang, h in triples)
-    sw = np.array([len(triples) / (len(groups) * groups[(lang, h)]) for _, lang, h in triples])
-    sw /= sw.sum()
-    w, b = np.zeros(len(vocab)), 0.0
-    for _ in range(steps):
-        z = np.bincount(row_a, weights=w[idx_a] * val_a, minlength=len(triples)) + b
-        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
-        g = sw * (p - y)
-        grad_w = np.bincount(idx_a, weights=g[row_a] * val_a, minlength=len(vocab)) + l2 * w
-        w -= lr * grad_w
-        b -= lr * float(g.sum())
-    names = sorted(vocab, key=vocab.__getitem__)
-    return b, {names[i]: float(w[i]) for i in range(len(names))}
+    return ngram_lr.fit(
+        feats,
+        [h for _, _, h in triples],
+        [(lang, h) for _, lang, h in triples],
+        l2=l2,
+        steps=steps,
+        lr=lr,
+        min_df=min_df,
+    )
 
 
 def _model(
