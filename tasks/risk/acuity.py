@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.risk.backstop import Backstop, BackstopWeights
+from tasks.risk.cues import alternation, check_cues
 
 Lang = Literal["zh", "en"]
 # two findings allow critical; the other classes act through their weights, `alarming`, `critical_with`
@@ -88,21 +89,9 @@ class AcuityRules(_Strict):
                 raise ValueError(f"acuity alarming/critical_with name unknown class(es) {unknown}")
         if self.critical < self.high:
             raise ValueError(f"acuity critical ({self.critical}) is below high ({self.high})")
-        for owner, lists in [
-            ("skip", [self.skip]),
-            *((c.name, [{"zh": c.zh, "en": c.en}]) for c in self.classes),
-        ]:
-            for by_lang in lists:
-                for lang, items in by_lang.items():
-                    for item in items:
-                        try:
-                            compiled = re.compile(item)
-                        except re.error as exc:
-                            raise ValueError(
-                                f"acuity {owner} {lang} cue {item!r} does not compile: {exc}"
-                            ) from None
-                        if compiled.match(""):
-                            raise ValueError(f"acuity {owner} {lang} cue {item!r} matches empty text")
+        check_cues(
+            "acuity", [("skip", self.skip), *((c.name, {"zh": c.zh, "en": c.en}) for c in self.classes)]
+        )
         return self
 
 
@@ -115,22 +104,14 @@ class Acuity:
     cues: tuple[str, ...]
 
 
-def _alternation(items: list[str], lang: str) -> re.Pattern[str] | None:
-    if not items:
-        return None
-    body = "|".join(f"(?:{item})" for item in sorted(items, key=len, reverse=True))
-    # en cues are whole words (\\b first: most positions fail at once); zh has no word boundaries
-    return re.compile(rf"\b(?:{body})(?![a-z])" if lang == "en" else body)
-
-
 class AcuityScorer:
     """Scores normalized question text in one language against the lexicon's acuity rules."""
 
     def __init__(self, rules: AcuityRules, lang: str) -> None:
         self.rules = rules
         self.lang = lang
-        self._skip = _alternation(rules.skip.get(lang, []), lang)
-        self._negation = _alternation(rules.negation.get(lang, []), lang)
+        self._skip = alternation(rules.skip.get(lang, []), lang)
+        self._negation = alternation(rules.negation.get(lang, []), lang)
         self._window = rules.negation_window.get(lang, 3)
         # the classes that open an alarming set are scored first: without one of them nothing else matters
         gates = {needed[0] for needed in rules.alarming}
@@ -146,7 +127,7 @@ class AcuityScorer:
         self._classes = [
             (c, c.name in gates, pattern)
             for c in ordered
-            if (pattern := _alternation(getattr(c, lang), lang)) is not None
+            if (pattern := alternation(getattr(c, lang), lang)) is not None
         ]
         model = rules.backstop
         self._backstop = Backstop(model) if isinstance(model, BackstopWeights) else None

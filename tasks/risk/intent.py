@@ -24,7 +24,6 @@ data/rules/risk_lexicon.yaml) and are versioned with it. Pure and free of Prefec
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.core.records import RISK_CATEGORIES
 from tasks.risk.backstop import Backstop, BackstopWeights
+from tasks.risk.cues import alternation, check_cues
 
 Lang = Literal["zh", "en"]
 
@@ -115,20 +115,9 @@ class IntentRules(_Strict):
                 raise ValueError(
                     f"intent rule {rule.name!r}: category {rule.category!r} is not one of {RISK_CATEGORIES}"
                 )
-        for owner, by_lang in [
-            ("skip", self.skip),
-            *((c.name, {"zh": c.zh, "en": c.en}) for c in self.classes),
-        ]:
-            for lang, items in by_lang.items():
-                for item in items:
-                    try:
-                        compiled = re.compile(item)
-                    except re.error as exc:
-                        raise ValueError(
-                            f"intent {owner} {lang} cue {item!r} does not compile: {exc}"
-                        ) from None
-                    if compiled.match(""):
-                        raise ValueError(f"intent {owner} {lang} cue {item!r} matches empty text")
+        check_cues(
+            "intent", [("skip", self.skip), *((c.name, {"zh": c.zh, "en": c.en}) for c in self.classes)]
+        )
         return self
 
 
@@ -142,21 +131,14 @@ class IntentHit:
     term: str
 
 
-def _alternation(items: list[str], lang: str) -> re.Pattern[str] | None:
-    if not items:
-        return None
-    body = "|".join(f"(?:{item})" for item in sorted(items, key=len, reverse=True))
-    return re.compile(rf"\b(?:{body})(?![a-z])" if lang == "en" else body)
-
-
 class IntentScorer:
     """Finds the intent rules a normalized text in one language fires."""
 
     def __init__(self, rules: IntentRules, lang: str) -> None:
         self.rules = rules
-        self._skip = _alternation(rules.skip.get(lang, []), lang)
+        self._skip = alternation(rules.skip.get(lang, []), lang)
         self._classes = {
-            c.name: pattern for c in rules.classes if (pattern := _alternation(getattr(c, lang), lang))
+            c.name: pattern for c in rules.classes if (pattern := alternation(getattr(c, lang), lang))
         }
         self.lang = lang
         model = rules.backstop

@@ -193,10 +193,10 @@ def acuity_rows() -> tuple[list[Row], dict[str, int]]:
 def _acuity_skip() -> dict[str, re.Pattern[str]]:
     """The acuity scorer's `skip` (clinical wording), read from the lexicon's YAML so that training does
     not need the weights it writes."""
-    from tasks.risk.acuity import _alternation
+    from tasks.risk.cues import alternation
 
     raw = yaml.safe_load(DEFAULT_LEXICON.read_text(encoding="utf-8"))
-    return {lang: p for lang, items in raw["acuity"]["skip"].items() if (p := _alternation(items, lang))}
+    return {lang: p for lang, items in raw["acuity"]["skip"].items() if (p := alternation(items, lang))}
 
 
 def _group(label: str, positive: str) -> str:
