@@ -48,9 +48,11 @@ SAMPLES = ASSETS_DIR / "samples"
 GUARDED = ("good", "sample")  # the safe kinds whose false flags set the threshold
 OUT = RULES / "answer_safety.json"
 FIXTURES = ROOT / "tests" / "fixtures"
+# Named, not globbed: a new held-out batch must be scored once before anyone trains on it (F was sealed and
+# scored against these weights; add it here, retrain and bump the rules version to train on it).
 ADVERSARIAL = [
     FIXTURES / "reward_adversarial.jsonl",
-    *sorted(FIXTURES.glob("reward_adversarial_heldout*.jsonl")),
+    *(FIXTURES / f"reward_adversarial_heldout{part}.jsonl" for part in ("", "_c", "_d", "_e")),
 ]
 WRITTEN = sorted(RULES.glob("answer_safety_written_*.jsonl"))
 REGRESSIONS = FIXTURES / "reward_regressions.jsonl"
