@@ -17,13 +17,21 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import openai
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def _openai():  # noqa: ANN202 - the module
+    """The openai library, imported at the first call (0.3 s): most runs never ask a judge."""
+    import openai
+
+    return openai
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,7 @@ class ChatEndpoint:
 
     def client(self) -> openai.AsyncOpenAI:
         """A client for one batch of calls (close it after); the openai library's own retries are off."""
-        return openai.AsyncOpenAI(
+        return _openai().AsyncOpenAI(
             api_key=self._api_key, base_url=self.base_url, timeout=self.policy.timeout_s, max_retries=0
         )
 
@@ -107,7 +115,7 @@ class ChatEndpoint:
             try:
                 self.calls += 1
                 return parse(_content(await self._create(client, messages)))
-            except (openai.APIStatusError, openai.APIConnectionError, ValueError) as exc:
+            except (_openai().APIStatusError, _openai().APIConnectionError, ValueError) as exc:
                 reason, wait = self._retry_reason(exc)
             if attempt < attempts:
                 delay = self.backoff(attempt) if wait is None else min(wait, self.policy.backoff_max_s)
@@ -133,6 +141,7 @@ class ChatEndpoint:
 
     def _retry_reason(self, exc: Exception) -> tuple[str, float | None]:
         """Why an attempt failed and how long the server asked us to wait; a refused request is final."""
+        openai = _openai()
         if isinstance(exc, openai.RateLimitError):
             return "HTTP 429 rate limited", retry_after(exc)
         if isinstance(exc, openai.APIStatusError):

@@ -129,6 +129,25 @@ def test_the_console_entry_point_prints_no_traceback_and_the_message_last(tmp_pa
         assert proc.stdout == ""
 
 
+def test_the_console_entry_point_ends_with_the_commands_status_and_output(tmp_path):
+    """main() ends the process itself once the exit handlers ran (flows/cli.py: _exit_now): the status
+    and everything printed must arrive as if Python had ended it."""
+    env = {**os.environ, "CI": "true"}
+    env.pop("DEEPSEEK_API_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "profiles", "--show", "tiny"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)  # the whole profile, flushed before the end
+    assert shown["name"] == "tiny" and "rl" in shown
+    assert proc.stderr == ""
+
+
 # ------------------------------------------------------------------------------ summaries and --json
 
 

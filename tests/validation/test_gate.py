@@ -236,3 +236,20 @@ def test_evaluation_sets_start_apart_from_training(good_case):
     assert len(frames["over_refusal"]) >= 120 and len(frames["red_team_eval"]) > 0
     prompts = {p["id"] for p in read_jsonl(good_case.workdir.training_prompts)}
     assert not prompts & {r["id"] for r in read_jsonl(good_case.workdir.split("red_team_eval"))}
+
+
+def test_gate_skips_gx_batch_fingerprints_and_restores_the_setting(good_case, monkeypatch):
+    """GX's per-batch fingerprint hashes every cell (0.7 s of a 50k-row gate) and nothing reads it: the gate
+    turns it off while its checkpoints run. Fails when a GX upgrade renames the setting or the hash."""
+    import great_expectations.execution_engine.pandas_execution_engine as gx_pandas
+
+    before = gx_pandas.HASH_THRESHOLD
+    hashed = []
+    real = gx_pandas.hash_pandas_dataframe
+    monkeypatch.setattr(gx_pandas, "hash_pandas_dataframe", lambda df: hashed.append(len(df)) or real(df))
+    result = run_quality_gate(
+        good_case.workdir, good_case.gate, good_case.sampling, good_case.data, build_docs=False
+    )
+    assert result.passed and len(result.suites) == 8
+    assert hashed == []
+    assert before == gx_pandas.HASH_THRESHOLD
