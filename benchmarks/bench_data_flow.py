@@ -532,6 +532,9 @@ def run_cli(source: Path, profile: Path, tmp: Path, repeat: int) -> list[dict[st
             {
                 "workdir": workdir,
                 "speed_probe_s": probe,
+                # run 1 starts the temporary server on an empty PREFECT_HOME, which first creates and
+                # migrates its database (a user's first run ever); later runs find it there
+                "prefect_database": "created by this run" if n == 1 else "existing",
                 "cli_wall_s": round(wall, 2),
                 "flow_wall_s": flow_s,
                 "before_flow_s": round(wall - flow_s, 2) if flow_s is not None else None,

@@ -81,3 +81,41 @@ def test_a_shared_pool_serves_every_call_inside_it(tmp_path):
         first = set(run_chunks(WaitForWorkerJob(tmp_path / "first"), 50)) - {os.getpid()}
         second = set(run_chunks(WaitForWorkerJob(tmp_path / "second"), 50)) - {os.getpid()}
     assert len(first) == 1 and second == first  # one worker process, still there for the next call
+
+
+@dataclass
+class WarmedJob(WaitForWorkerJob):
+    """Chunk i: the process that ran it, and whether that process held the compiled default lexicon."""
+
+    def run(self, chunk: int) -> tuple[int, bool]:  # type: ignore[override]
+        from tasks.risk import parallel_label
+
+        return super().run(chunk), bool(parallel_label._READY)
+
+
+def test_warm_calls_run_in_each_worker_before_its_jobs_and_a_failing_one_costs_nothing(tmp_path, caplog):
+    from tasks.risk import parallel_label
+
+    calls = ("tasks.no_such_module:warm", "tasks.risk.parallel_label:warm_default")
+    with shared_workers(("tasks.risk.parallel_label",), workers=1, warm_calls=calls):
+        results = run_chunks(WarmedJob(tmp_path / "marker"), 20)
+    in_worker = {ready for pid, ready in results if pid != os.getpid()}
+    assert in_worker == {True}  # the worker compiled it while it started, despite the broken call before
+    assert not parallel_label._READY  # never in this process
+
+
+def test_a_job_reuses_the_warm_classifier_only_for_an_equal_lexicon():
+    from tasks.core.workdir import ASSETS
+    from tasks.risk import parallel_label
+    from tasks.risk.lexicon import load_lexicon
+
+    lexicon = load_lexicon(ASSETS.risk_lexicon)
+    try:
+        parallel_label.warm_default()
+        warm = parallel_label._READY[0]
+        assert parallel_label.classifier_for(lexicon) is warm
+        other = lexicon.model_copy(update={"version": lexicon.version + "-edited"})
+        assert parallel_label.classifier_for(other) is not warm
+        assert parallel_label.classifier_for(other).lexicon.version.endswith("-edited")
+    finally:
+        parallel_label._READY.clear()
