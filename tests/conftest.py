@@ -24,10 +24,14 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """A real, temporary Prefect server (SQLite) for the whole session: flows run and are recorded on it."""
+    """A real, temporary Prefect server (SQLite) for the whole session: flows run and are recorded on it.
+    Without flow-run heartbeats, as the CLI's temporary server (flows/server.py): each flow run's end would
+    wait out the heartbeat thread's one-second sleep."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    no_heartbeats = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    with prefect_test_harness(server_startup_timeout=120), temporary_settings(updates=no_heartbeats):
         yield
 
 
