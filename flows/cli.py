@@ -216,33 +216,24 @@ def data(
     no_wait: bool = NoWaitOpt,
 ) -> None:
     """Download, clean, label risk, split, sample RL prompts, and gate them with Great Expectations."""
-    import threading
-
     from flows.server import serving, start_temporary_server
-    from flows.workers import DATA_WORKER_MODULES, DATA_WORKER_WARMUP
     from tasks.core.errors import MedsafeError
-    from tasks.core.workers import shared_workers
 
     profile = _profile("data", profile, set_, workdir)
     server = start_temporary_server()  # it starts while the flow's modules import (flows/server.py)
     try:
         _check_sources("data", profile, source, workdir)
-        # the flow's worker processes start now too, and import and compile while this one imports
-        with shared_workers(DATA_WORKER_MODULES, warm_calls=DATA_WORKER_WARMUP):
-            from flows.data import data_flow
-            from tasks.risk.parallel_label import warm_default
+        from flows.data import data_flow
 
-            # a first run waits seconds for the server to create its database: compile the lexicon meanwhile
-            threading.Thread(target=warm_default, name="medsafe-lexicon", daemon=True).start()
-            with serving(server):
-                summary = _run_stage(
-                    "data",
-                    data_flow,
-                    profile=profile,
-                    sources=source or None,
-                    workdir=str(workdir),
-                    no_wait=no_wait,
-                )
+        with serving(server):
+            summary = _run_stage(
+                "data",
+                data_flow,
+                profile=profile,
+                sources=source or None,
+                workdir=str(workdir),
+                no_wait=no_wait,
+            )
     except MedsafeError as exc:  # the server did not start
         _fail("data", exc)
     finally:

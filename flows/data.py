@@ -11,7 +11,6 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.recipes import load_profile
-from flows.workers import DATA_WORKER_MODULES, DATA_WORKER_WARMUP
 from tasks.core.io import forget_kept
 from tasks.core.lock import workdir_lock
 from tasks.core.workdir import ASSETS, Workdir
@@ -25,6 +24,11 @@ from tasks.risk.judge_labeler import risk_judge_available
 from validation.gate import quality_gate_task
 from validation.report import data_report_task
 from validation.tables import table_paths
+
+WORKER_MODULES = (
+    "tasks.prepare.clean_record",
+    "tasks.risk.parallel_label",
+)  # what the workers import as they start
 
 
 @flow(name="medsafe-data", log_prints=False)
@@ -43,7 +47,7 @@ def data_flow(profile: str = "tiny", sources: list[str] | None = None, workdir: 
         gc.disable()
         try:
             # cleanup and classification share worker processes, started on the idle core during download
-            with shared_workers(DATA_WORKER_MODULES, warm_calls=DATA_WORKER_WARMUP):
+            with shared_workers(WORKER_MODULES):
                 raw = download_task(source_inputs(cfg.data.sources), wd, cfg.data)
                 cleaned = cleanup_task(Path(raw["manifest"]), wd, cfg.data)
                 classified = classify_risk_task(

@@ -49,20 +49,15 @@ def worker_count() -> int:
 class WorkerPool:
     """Spawned worker processes and the shared counters their chunks are claimed from."""
 
-    def __init__(
-        self, workers: int, warm_modules: tuple[str, ...] = (), warm_calls: tuple[str, ...] = ()
-    ) -> None:
+    def __init__(self, workers: int, warm_modules: tuple[str, ...] = ()) -> None:
         context = multiprocessing.get_context("spawn")
         self.workers = workers
         self.claims = context.Array("q", _CLAIM_SLOTS)
         self._next_slot = 0
         self.executor = ProcessPoolExecutor(
-            workers,
-            mp_context=context,
-            initializer=_start_worker,
-            initargs=(self.claims, warm_modules, warm_calls),
+            workers, mp_context=context, initializer=_start_worker, initargs=(self.claims, warm_modules)
         )
-        if warm_modules or warm_calls:  # start the processes now, not at the first job
+        if warm_modules:  # start the processes now, not at the first job
             self.executor.submit(_ready)
 
     def slot(self) -> int:
@@ -80,19 +75,16 @@ _SHARED: WorkerPool | None = None
 
 
 @contextmanager
-def shared_workers(
-    warm_modules: tuple[str, ...] = (), workers: int | None = None, warm_calls: tuple[str, ...] = ()
-) -> Iterator[None]:
-    """Hold one worker pool for every run_chunks call inside (a flow run, or a CLI command around one: an
-    inner shared_workers then uses the outer pool); its workers import `warm_modules` as they start, then
-    run each "module:function" of `warm_calls` (what a job's open() can reuse, a compiled lexicon say)."""
+def shared_workers(warm_modules: tuple[str, ...] = (), workers: int | None = None) -> Iterator[None]:
+    """Hold one worker pool for every run_chunks call inside (a flow run); its workers import
+    `warm_modules` as they start."""
     global _SHARED
     n = worker_count() if workers is None else workers
     if _SHARED is not None or n < 1:
         yield
         return
     try:
-        _SHARED = WorkerPool(n, warm_modules, warm_calls)
+        _SHARED = WorkerPool(n, warm_modules)
     except Exception as exc:  # noqa: BLE001 - no processes here (limits, no semaphores): work alone
         log.warning("worker processes could not start (%s); working in this process only", exc)
         yield
@@ -164,18 +156,11 @@ def _claim(claims: Any, slot: int, chunks: int) -> int | None:
 # ---- in a worker process ---------------------------------------------------------------------------
 
 
-def _start_worker(claims: Any, warm_modules: tuple[str, ...], warm_calls: tuple[str, ...] = ()) -> None:
-    """Process-pool initializer: keep the shared counters; import what the coming jobs need and run the
-    warm-up calls (one that fails costs its job that time later, never the worker)."""
+def _start_worker(claims: Any, warm_modules: tuple[str, ...]) -> None:
+    """Process-pool initializer: keep the shared counters; import what the coming jobs need."""
     _WORKER["claims"] = claims
     for name in warm_modules:
         importlib.import_module(name)
-    for target in warm_calls:
-        module, _, function = target.partition(":")
-        try:
-            getattr(importlib.import_module(module), function)()
-        except Exception as exc:  # noqa: BLE001 - a warm-up only saves time
-            log.warning("worker warm-up %s failed (%s)", target, exc)
 
 
 def _ready() -> bool:

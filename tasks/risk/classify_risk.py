@@ -35,9 +35,8 @@ from tasks.risk.judge_labeler import RISK_JUDGE_OFF, RiskJudge, combine
 from tasks.risk.lexicon import (
     DEFAULT_LEXICON,
     SEVERITY_RANK,
-    load_lexicon,
 )
-from tasks.risk.parallel_label import classifier_for, label_all
+from tasks.risk.parallel_label import label_all
 
 
 def classify_file(
@@ -99,7 +98,7 @@ def classify_risk_task(
     (whether its key is set) is in the cache key: adding a key relabels instead of reusing lexicon labels.
     """
     logger = get_run_logger()
-    classifier = classifier_for(load_lexicon(lexicon_path))  # compiled ahead of time when it could be
+    classifier = RiskClassifier.from_yaml(lexicon_path)
     labeler = data_cfg.risk_labeler if data_cfg is not None else "lexicon"
     judge = None
     if data_cfg is not None and labeler != "lexicon":

@@ -10,42 +10,19 @@ Free of Prefect, so a worker starts in well under a second.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tasks.core.io import JsonlLineError, jsonl_records, parse_jsonl_line
-from tasks.core.workdir import ASSETS
 from tasks.core.workers import run_chunks
 from tasks.risk.classifier import RiskClassifier, RiskLabel, label_row, trim
-from tasks.risk.lexicon import Lexicon, load_lexicon
+from tasks.risk.lexicon import Lexicon
 
 PARALLEL_MIN_ROWS = 20_000  # below this, a worker reading the file costs more than it saves
 CHUNK_ROWS = 1_000  # about a tenth of a second of labelling: small enough to balance, large enough to claim
 
 Labels = list[RiskLabel | None]
-
-_READY: list[RiskClassifier] = []  # the classifier compiled ahead of time (warm_default)
-_READYING = threading.Lock()
-
-
-def warm_default() -> None:
-    """Compile the shipped lexicon's classifier now (~1 s) while this process waits anyway: a worker
-    started before the data flow needs it (tasks.core.workers warm_calls), or `medsafe data` while its
-    temporary server starts. Labelling with an equal lexicon then reuses it (classifier_for)."""
-    with _READYING:
-        _READY[:] = [RiskClassifier(load_lexicon(ASSETS.risk_lexicon))]
-
-
-def classifier_for(lexicon: Lexicon) -> RiskClassifier:
-    """The compiled classifier of `lexicon`: the one warm_default made (waited for, when it is still
-    compiling) if the lexicons are equal, else a new one."""
-    with _READYING:
-        ready = _READY[0] if _READY else None
-    if ready is not None and ready.lexicon == lexicon:
-        return ready
-    return RiskClassifier(lexicon)
 
 
 def label_rows(rows: list[dict[str, Any]], classifier: RiskClassifier) -> Labels:
@@ -71,7 +48,7 @@ class LabelJob:
         )
 
     def open(self) -> None:
-        self.classifier = classifier_for(self.lexicon)
+        self.classifier = RiskClassifier(self.lexicon)
         if self.source is not None:
             self.records = jsonl_records(self.source)
             if len(self.records) != self.total:
