@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.risk.backstop import Backstop, BackstopWeights
 from tasks.risk.cues import alternation, check_cues
+from tasks.risk.topics import TopicScopes
 
 Lang = Literal["zh", "en"]
 # two findings allow critical; the other classes act through their weights, `alarming`, `critical_with`
@@ -76,6 +77,11 @@ class AcuityRules(_Strict):
         default_factory=list,
         description="Intent classes (a rights, myth or study frame) that keep the acuity backstop silent.",
     )
+    neutral: dict[Lang, list[str]] = Field(
+        default_factory=dict,
+        description="Phrases whose words are no cue: a size comparison ('coin sized', 硬币大小), a limb that "
+        "'fell asleep', hours of screen time. Words inside a dampener's match ('好多了') are no cue either.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AcuityRules:
@@ -90,7 +96,12 @@ class AcuityRules(_Strict):
         if self.critical < self.high:
             raise ValueError(f"acuity critical ({self.critical}) is below high ({self.high})")
         check_cues(
-            "acuity", [("skip", self.skip), *((c.name, {"zh": c.zh, "en": c.en}) for c in self.classes)]
+            "acuity",
+            [
+                ("skip", self.skip),
+                ("neutral", self.neutral),
+                *((c.name, {"zh": c.zh, "en": c.en}) for c in self.classes),
+            ],
         )
         return self
 
@@ -107,9 +118,11 @@ class Acuity:
 class AcuityScorer:
     """Scores normalized question text in one language against the lexicon's acuity rules."""
 
-    def __init__(self, rules: AcuityRules, lang: str) -> None:
+    def __init__(self, rules: AcuityRules, lang: str, topics: TopicScopes | None = None) -> None:
         self.rules = rules
         self.lang = lang
+        # clauses about the past, someone else or hearsay (tasks/risk/topics.py): no cue there presents
+        self._topics = topics
         self._skip = alternation(rules.skip.get(lang, []), lang)
         self._negation = alternation(rules.negation.get(lang, []), lang)
         self._window = rules.negation_window.get(lang, 3)
@@ -129,8 +142,15 @@ class AcuityScorer:
             for c in ordered
             if (pattern := alternation(getattr(c, lang), lang)) is not None
         ]
+        # spans no cue may use: neutral phrases and the dampeners' own matches ("好多了" holds "好多")
+        masks = [
+            *rules.neutral.get(lang, []),
+            *(t for c in rules.classes if c.weight < 0 for t in getattr(c, lang)),
+        ]
+        self._mask = alternation(masks, lang)
         model = rules.backstop
         self._backstop = Backstop(model) if isinstance(model, BackstopWeights) else None
+        self._last: tuple[str | None, Acuity] = (None, Acuity(0, None, ()))
 
     def backstop(self, norm: str) -> tuple[str, str] | None:
         """The learned backstop's level ("high"/"critical") and top n-grams, for a question that is not
@@ -149,10 +169,20 @@ class AcuityScorer:
         return ("high", hit[1]) if hit[0] == "critical" else None  # no complaint seen: only a sure model
 
     def score(self, norm: str) -> Acuity:
-        """The text's acuity; 0 and no level for clinical wording or when no alarming class is present."""
+        """The text's acuity; 0 and no level for clinical wording or when no alarming class is present.
+        The last text's acuity is kept: a question is read up to three times (rules, frames, backstop)."""
+        last = self._last  # read once: another thread may replace it
+        if norm == last[0]:
+            return last[1]
+        acuity = self._score(norm)
+        self._last = (norm, acuity)
+        return acuity
+
+    def _score(self, norm: str) -> Acuity:
         if self._skip is not None and self._skip.search(norm):
             return Acuity(0, None, ())
         total, cues, counts = 0, [], {}
+        masked: list[tuple[int, int]] | None = None  # found on the first cue: most texts never need it
         for cue_class, gate, pattern in self._classes:
             if not gate and not counts:
                 return Acuity(0, None, ())
@@ -161,6 +191,13 @@ class AcuityScorer:
                 term = match.group(0)
                 if term in seen or any(term in s or s in term for s in seen):
                     continue  # "bleeding" and "blood" in one clause still count as different findings
+                if cue_class.weight > 0:
+                    if masked is None:
+                        masked = [m.span() for m in self._mask.finditer(norm)] if self._mask else []
+                        if self._topics is not None:
+                            masked += self._topics.spans(norm, whole_only=True)
+                    if any(lo < match.end() and match.start() < hi for lo, hi in masked):
+                        continue  # inside a neutral phrase or a dampener
                 if cue_class.negatable and self._negated(norm, match.start()):
                     continue
                 seen.append(term)

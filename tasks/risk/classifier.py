@@ -20,6 +20,7 @@ from tasks.risk.acuity import AcuityScorer
 from tasks.risk.intent import IntentScorer
 from tasks.risk.lexicon import DEFAULT_LEXICON, SEVERITY_RANK, Lexicon, TermGroup, load_lexicon, normalize
 from tasks.risk.term_matcher import TermMatcher
+from tasks.risk.topics import TopicScopes
 
 _MEDIUM = SEVERITY_RANK["medium"]
 _HIGH = SEVERITY_RANK["high"]
@@ -70,8 +71,17 @@ class RiskClassifier:
     def __init__(self, lexicon: Lexicon) -> None:
         self.lexicon = lexicon
         self._matchers = {lang: TermMatcher(lexicon, lang) for lang in LANGS}
+        # clauses about the past, someone else, hearsay or a feared outcome (tasks/risk/topics.py): the
+        # question's signs there do not count, nor do they for its acuity
+        topics = lexicon.topic_clauses
+        self._topics = {lang: TopicScopes(topics, lang) for lang in LANGS} if topics else {}
+        self._topic_kinds = frozenset(topics.kinds) if topics else frozenset()
         # the acuity of a patient's own words (tasks/risk/acuity.py), read on the question only
-        self._acuity = {lang: AcuityScorer(lexicon.acuity, lang) for lang in LANGS} if lexicon.acuity else {}
+        self._acuity = (
+            {lang: AcuityScorer(lexicon.acuity, lang, self._topics.get(lang)) for lang in LANGS}
+            if lexicon.acuity
+            else {}
+        )
         # harmful intent and self-harm from compositions of cue classes (tasks/risk/intent.py), question only
         self._intent = {lang: IntentScorer(lexicon.intent, lang) for lang in LANGS} if lexicon.intent else {}
         self._acuity_unless = tuple(lexicon.acuity.backstop_unless) if lexicon.acuity else ()
@@ -194,9 +204,9 @@ class RiskClassifier:
     def _evidence(
         self, norm: str, lang: str, combine: bool = True, groups: frozenset[str] | None = None
     ) -> list[dict[str, str]]:
-        """Evidence in a normalized text, strongest first; combine=False skips the combinations
-        (categories) and the sort; `groups` limits the evidence to those groups' hits (containment
-        still judged on every hit)."""
+        """Evidence in a normalized text, strongest first; combine=False (a row's context) skips the
+        combinations (categories), the sort and the topic clauses; `groups` limits the evidence to those
+        groups' hits (containment still judged on every hit)."""
         matcher = self._matchers.get(lang)
         if matcher is None:
             raise ValueError(f"unknown lang {lang!r}; expected one of {', '.join(LANGS)}")
@@ -205,7 +215,13 @@ class RiskClassifier:
         strength: dict[tuple[str, str], tuple[int, int]] = {}  # each item's _strength, known in advance
         first_term: dict[str, str] = {}  # each kind's first term, which is what a combination names
         items, sensitive = self._items, self._option_sensitive
-        for start, term, group in matcher.hits(norm, groups):
+        hits = matcher.hits(norm, groups)
+        kinds = self._topic_kinds
+        scopes = self._topics.get(lang) if combine and any(h[2].kind in kinds for h in hits) else None
+        spans = scopes.spans(norm) if scopes is not None else None
+        if spans:  # a question's signs and symptoms in a topic clause describe, they do not present
+            hits = [h for h in hits if h[2].kind not in kinds or not any(lo <= h[0] < hi for lo, hi in spans)]
+        for start, term, group in hits:
             key = (term, name := group.name)
             if key not in evidence:  # hits come in text order: the stem's wins
                 if options < 0 and name in sensitive:

@@ -25,6 +25,7 @@ from tasks.core.workdir import ASSETS_DIR
 from tasks.risk.acuity import AcuityRules
 from tasks.risk.backstop import BackstopWeights
 from tasks.risk.intent import IntentRules
+from tasks.risk.topics import TopicClauses
 
 DEFAULT_LEXICON = ASSETS_DIR / "rules" / "risk_lexicon.yaml"
 SEVERITY_RANK = {level: len(RISK_LEVELS) - i for i, level in enumerate(RISK_LEVELS)}  # critical=4 .. low=1
@@ -126,6 +127,11 @@ class Lexicon(_Strict):
     intent: IntentRules | None = Field(
         default=None, description="Cue classes whose compositions mark harmful intent or self-harm."
     )
+    topic_clauses: TopicClauses | None = Field(
+        default=None,
+        description="Markers of clauses about the past, someone else, hearsay or a feared outcome, whose "
+        "terms do not count in a question (tasks/risk/topics.py).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Lexicon:
@@ -139,6 +145,8 @@ class Lexicon(_Strict):
         for combo in self.combinations:
             if unknown := sorted({k for slot in combo.requires for k in slot} - kinds):
                 raise ValueError(f"combination {combo.name!r} requires unknown kind(s) {unknown}")
+        if self.topic_clauses is not None and (unknown := sorted(set(self.topic_clauses.kinds) - kinds)):
+            raise ValueError(f"topic_clauses kinds names unknown kind(s) {unknown}")
         if self.acuity is not None and self.acuity.backstop_unless:
             known = {c.name for c in self.intent.classes} if self.intent is not None else set()
             if unknown := sorted(set(self.acuity.backstop_unless) - known):
