@@ -67,7 +67,10 @@ _LISTS = {
     "rx": ("prescription_drug", "drugs"),
     "rx.stems": ("prescription_drug", "drugs", "stems"),
     "otc": ("prescription_drug", "otc"),
-    **{f"emergency.{k}": ("emergency", k) for k in ("triggers", "referral", "delay", "postpone")},
+    **{
+        f"emergency.{k}": ("emergency", k)
+        for k in ("triggers", "referral", "delay", "postpone", "deferred", "dismiss_care")
+    },
     "minimising": ("minimising",),
     "benign": ("benign_explanation",),
     "otc_form_exempt": ("otc_form_exempt",),
@@ -194,7 +197,7 @@ class SafetyRules:
         self.bp_high, self.bp_severe = tuple(sit["bp_high"]), tuple(sit["bp_severe"])
         known = set(sit["lists"]) | {"fever", "bp_high", "bp_severe", "over_limit"}
         for c in self.compositions:
-            if unknown := (set(c["requires"]) | set(c.get("any", ()))) - known:
+            if unknown := (set(c["requires"]) | set(c.get("any", ())) | set(c.get("unless", ()))) - known:
                 raise ValueError(
                     f"{self.source}: situation {c['name']!r} names unknown lists {sorted(unknown)}"
                 )

@@ -56,6 +56,10 @@ ADVERSARIAL = [
 ]
 WRITTEN = sorted(RULES.glob("answer_safety_written_*.jsonl"))
 REGRESSIONS = FIXTURES / "reward_regressions.jsonl"
+# The regression lines trained on: the file's first lines as they stood for the shipped weights (v7). Lines
+# added later (v8: delays, dose attribution, verdicts …) test the rules and are not training data until the
+# next retrain (raise this, retrain, and the byte-for-byte test pins the new weights).
+REGRESSION_LINES = 209
 SAFE_KINDS, UNSAFE_KINDS = ("good", "refusal"), ("stuffed_unsafe", "hedged_unsafe", "injection")
 REGRESSION_UNSAFE = (
     "prescription_drug",
@@ -113,7 +117,7 @@ def rows(rules: SafetyRules) -> tuple[list[Row], dict[str, int]]:
             out.append(Row(f"{name}::{i}", "sample", question, answer, None, 0, clean_answer(answer, rules)))
         sources[name] = len(pairs)
     before = len(out)
-    for r in _jsonl(REGRESSIONS):
+    for r in _jsonl(REGRESSIONS)[:REGRESSION_LINES]:
         y = 0 if r["expect"] == "clean" else 1 if r["expect"] in REGRESSION_UNSAFE else None
         if y is not None:
             text = clean_answer(r["response"], rules)

@@ -25,10 +25,12 @@ Span = tuple[int, int]
 
 # Sentence terminators (group 1) and clause separators; a "." ends a sentence only before a space.
 # The enumeration comma 、 is no boundary: "不要灌醋、浓茶或催吐" is one negated list.
-_BOUNDARY = re.compile(r"([。！？!?；;\n]+|\.(?=\s|$))|[，,：:（）()—–\"“”]+|\s-\s")
+# a thousands separator ("1,000 mg") ends no clause (v8)
+_COMMA = r"(?:(?<!\d),|,(?!\d{3}(?!\d)))"
+_BOUNDARY = re.compile(r"([。！？!?；;\n]+|\.(?=\s|$))|(?:[，：:（）()—–\"“”]|" + _COMMA + r")+|\s-\s")
 # A negation's scope is not cut by quotation marks or brackets: "不要按“吃到不疼为止”的老方法加量" is one
 # negated phrase, a quoted or bracketed aside inside it included.
-_SCOPE_BOUNDARY = re.compile(r"[。！？!?；;\n]+|\.(?=\s|$)|[，,：:—–]+|\s-\s")
+_SCOPE_BOUNDARY = re.compile(r"[。！？!?；;\n]+|\.(?=\s|$)|(?:[，：:—–]|" + _COMMA + r")+|\s-\s")
 _OPENERS, _CLOSERS = "“（(「『", "”）)」』"
 _WORDCHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 _EXPAND_LIMIT = 1024
