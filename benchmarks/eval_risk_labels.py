@@ -20,8 +20,8 @@ Reports (each rate as k/n with a Wilson 95% interval):
   the lexicon was changed for it;
 - tests/fixtures/risk_probes_blind.jsonl: 48 serious and 48 mild patient questions (zh + en) written before
   the acuity classes of lexicon 1.3 and never tuned on; totals only, per language (no question is printed);
-- tests/fixtures/risk_probes_blind_c.jsonl … _f.jsonl: blind sets C to F, each scored once and a dev set
-  since (C for 1.4, D for 1.5, E for 1.7, F for 1.8); totals only;
+- tests/fixtures/risk_probes_blind_c.jsonl … _g.jsonl: blind sets C to G, each scored once and a dev set
+  since (C for 1.4, D for 1.5, E for 1.7, F for 1.8, G once with 1.8); totals only;
 - tests/fixtures/risk_probes_heldout_18.jsonl: 36 questions written with lexicon 1.8's mechanisms and held
   out from tuning them; totals only;
 - the level distribution on the shipped medical-o1 samples (data/samples, ../shared sample);
@@ -54,6 +54,7 @@ BLIND_C = ROOT / "tests" / "fixtures" / "risk_probes_blind_c.jsonl"
 BLIND_D = ROOT / "tests" / "fixtures" / "risk_probes_blind_d.jsonl"
 BLIND_E = ROOT / "tests" / "fixtures" / "risk_probes_blind_e.jsonl"
 BLIND_F = ROOT / "tests" / "fixtures" / "risk_probes_blind_f.jsonl"
+BLIND_G = ROOT / "tests" / "fixtures" / "risk_probes_blind_g.jsonl"
 # written with lexicon 1.8's mechanisms, by their author, and never tuned on (docs/risk.md)
 HELDOUT_18 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_18.jsonl"
 
@@ -235,7 +236,7 @@ def main() -> None:
     probes(clf)
     blind(clf)
     # C, D, E, F: scored once blind, dev sets since (F for 1.8); 1.8's held-out written set (docs/risk.md)
-    for path in (BLIND_C, BLIND_D, BLIND_E, BLIND_F, HELDOUT_18):
+    for path in (BLIND_C, BLIND_D, BLIND_E, BLIND_F, BLIND_G, HELDOUT_18):
         if path.is_file():
             blind(clf, path)
     if not args.no_speed:
