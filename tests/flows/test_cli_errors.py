@@ -102,10 +102,15 @@ def test_a_failed_gate_ends_on_a_line_naming_the_failed_expectations():
     assert sum("observed" in line for line in lines) == 1  # named once, on the last line
 
 
-def test_the_console_entry_point_prints_no_traceback_and_the_message_last(tmp_path):
-    """The real `medsafe` process (main(), its exit handlers included)."""
+def _medsafe(*args: str) -> subprocess.CompletedProcess:
+    """The real `medsafe` process (main(), its exit handlers included), without a judge key."""
     env = {**os.environ, "CI": "true"}
     env.pop("DEEPSEEK_API_KEY", None)
+    command = [sys.executable, "-m", "flows.cli", *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_console_entry_point_prints_no_traceback_and_the_message_last(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("", encoding="utf-8")
     for args, expected in [
@@ -115,14 +120,7 @@ def test_the_console_entry_point_prints_no_traceback_and_the_message_last(tmp_pa
             "medsafe: score failed:",
         ),
     ]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "flows.cli", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = _medsafe(*args)
         assert proc.returncode == 1, proc.stderr
         assert "Traceback" not in proc.stderr + proc.stdout
         assert proc.stderr.strip().splitlines()[-1].startswith(expected), proc.stderr
@@ -132,16 +130,7 @@ def test_the_console_entry_point_prints_no_traceback_and_the_message_last(tmp_pa
 def test_the_console_entry_point_ends_with_the_commands_status_and_output(tmp_path):
     """main() ends the process itself once the exit handlers ran (flows/cli.py: _exit_now): the status
     and everything printed must arrive as if Python had ended it."""
-    env = {**os.environ, "CI": "true"}
-    env.pop("DEEPSEEK_API_KEY", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "profiles", "--show", "tiny"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _medsafe("profiles", "--show", "tiny")
     assert proc.returncode == 0, proc.stderr
     shown = json.loads(proc.stdout)  # the whole profile, flushed before the end
     assert shown["name"] == "tiny" and "rl" in shown
