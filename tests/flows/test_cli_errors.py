@@ -127,7 +127,7 @@ def test_the_console_entry_point_prints_no_traceback_and_the_message_last(tmp_pa
         assert proc.stdout == ""
 
 
-def test_the_console_entry_point_ends_with_the_commands_status_and_output(tmp_path):
+def test_the_console_entry_point_ends_with_the_commands_status_and_output():
     """main() ends the process itself once the exit handlers ran (flows/cli.py: _exit_now): the status
     and everything printed must arrive as if Python had ended it."""
     proc = _medsafe("profiles", "--show", "tiny")
