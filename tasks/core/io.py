@@ -65,10 +65,10 @@ def iter_jsonl(
         yield line_no, obj
 
 
-def jsonl_records(path: str | Path) -> list[tuple[int, bytes]]:
+def jsonl_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes) of every record iter_jsonl would yield, unparsed: for a reader that
     parses only some of them (parse_jsonl_line)."""
-    return list(_lines(Path(path)))
+    return _lines(Path(path))
 
 
 def parse_jsonl_line(path: Path, line_no: int, raw: bytes) -> dict[str, Any] | JsonlLineError:

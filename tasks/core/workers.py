@@ -24,12 +24,37 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Protocol
+from itertools import islice
+from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 _CLAIM_SLOTS = 64  # one chunk counter per run_chunks call, reused in turn
 _WORKER: dict[str, Any] = {}
+
+
+class ForwardChunks(Generic[T]):
+    """Chunk i of a stream of `total` items, for a worker: the chunks a process claims come in increasing
+    order (one shared counter), so a worker reads its input once, front to back, skipping the chunks others
+    took and holding only the chunk at hand - not the whole input (300 MB of a 200k-row file, per worker)."""
+
+    def __init__(self, items: Iterator[T], total: int, chunk_rows: int, what: str) -> None:
+        self._items, self.total, self.chunk_rows, self.what = items, total, chunk_rows, what
+        self._next = 0  # index of the next item the stream yields
+
+    def chunk(self, i: int) -> list[T]:
+        start = i * self.chunk_rows
+        want = max(0, min(self.chunk_rows, self.total - start))
+        if start < self._next:
+            raise ValueError(f"chunk {i} of {self.what} asked after a later one: chunks go front to back")
+        for _ in islice(self._items, start - self._next):  # skipped: another process has these
+            pass
+        items = list(islice(self._items, want))
+        self._next = start + len(items)
+        if len(items) != want:
+            raise ValueError(f"{self.what} ends before its {self.total} records: it changed meanwhile")
+        return items
 
 
 class ChunkJob(Protocol):

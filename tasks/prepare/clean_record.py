@@ -8,7 +8,7 @@ Prefect, so a worker starts in well under a second. Text normalisation comes fro
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from tasks.core.config import DataConfig
 from tasks.core.io import text_hash
 from tasks.core.records import RISK_CATEGORIES, RISK_LEVELS
 from tasks.core.text import detect_lang, split_think
+from tasks.core.workers import ForwardChunks
 from tasks.prepare.near_dup import minhash_signatures, near_dup_text
 from tasks.prepare.raw_files import SCHEMA_BY_NAME, RawRecord, Schema, iter_raw_records
 from tasks.prepare.text_clean import clean_block, clean_inline, undecodable
@@ -188,20 +189,22 @@ class CleanJob:
     total: int
     chunk_rows: int
     records: list[RawRecord] | None = None
+    stream: ForwardChunks[RawRecord] | None = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:  # what a worker receives: the recipe, not the records
-        return {**self.__dict__, "records": None}
+        return {**self.__dict__, "records": None, "stream": None}
 
     def open(self) -> None:
+        """A worker's copy reads the manifest's records as its chunks come, front to back."""
         if self.manifest is None:
             raise ValueError("records that come from no manifest cannot be read by a worker")
-        self.records = list(iter_raw_records(self.manifest, self.max_rows_per_source))
-        if len(self.records) != self.total:
-            raise ValueError(
-                f"{self.manifest} lists {len(self.records)} records, not {self.total}: it changed meanwhile"
-            )
+        records = iter_raw_records(self.manifest, self.max_rows_per_source)
+        self.stream = ForwardChunks(records, self.total, self.chunk_rows, f"the sources of {self.manifest}")
 
     def run(self, chunk: int) -> tuple[list[Outcome], np.ndarray]:
-        records = self.records[chunk * self.chunk_rows : (chunk + 1) * self.chunk_rows]  # type: ignore[index]
+        if self.records is None:
+            records = self.stream.chunk(chunk)  # type: ignore[union-attr]
+        else:
+            records = self.records[chunk * self.chunk_rows : (chunk + 1) * self.chunk_rows]
         outcomes = [clean_record(rec, self.cfg) for rec in records]
         return outcomes, minhash_signatures([near_dup_text(row) for row, _, _ in outcomes if row is not None])

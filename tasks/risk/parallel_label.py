@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.core.io import JsonlLineError, jsonl_records, parse_jsonl_line
-from tasks.core.workers import run_chunks
+from tasks.core.io import JsonlLineError, count_jsonl_lines, jsonl_lines, parse_jsonl_line
+from tasks.core.workers import ForwardChunks, run_chunks
 from tasks.risk.classifier import RiskClassifier, RiskLabel, label_row, trim
 from tasks.risk.lexicon import Lexicon
 
@@ -40,29 +40,32 @@ class LabelJob:
     source: Path | None = None
     rows: list[dict[str, Any]] | None = None
     classifier: RiskClassifier | None = None
-    records: list[tuple[int, bytes]] | None = field(default=None, repr=False)
+    stream: ForwardChunks[tuple[int, bytes]] | None = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:  # what a worker receives: the recipe, not the data
-        return {**self.__dict__, "classifier": None, "records": None} | (
+        return {**self.__dict__, "classifier": None, "stream": None} | (
             {"rows": None} if self.source is not None else {}
         )
 
     def open(self) -> None:
+        """A worker's copy compiles the lexicon and reads the file's lines as its chunks come, front to
+        back (only its own chunks are parsed)."""
         self.classifier = RiskClassifier(self.lexicon)
         if self.source is not None:
-            self.records = jsonl_records(self.source)
-            if len(self.records) != self.total:
+            if (found := count_jsonl_lines(self.source)) != self.total:  # a byte scan: nothing kept
                 raise ValueError(
-                    f"{self.source} has {len(self.records)} records, not the {self.total} labelled: "
-                    "it changed meanwhile"
+                    f"{self.source} has {found} records, not the {self.total} labelled: it changed meanwhile"
                 )
+            self.stream = ForwardChunks(
+                jsonl_lines(self.source), self.total, self.chunk_rows, str(self.source)
+            )
 
     def run(self, chunk: int) -> Labels:
         lo, hi = chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, self.total)
         if self.rows is not None:
             rows = self.rows[lo:hi]
         else:
-            rows = [_parsed(self.source, n, raw) for n, raw in self.records[lo:hi]]  # type: ignore[arg-type,index]
+            rows = [_parsed(self.source, n, raw) for n, raw in self.stream.chunk(chunk)]  # type: ignore[arg-type,union-attr]
         return label_rows(rows, self.classifier)  # type: ignore[arg-type]
 
 

@@ -81,3 +81,24 @@ def test_a_shared_pool_serves_every_call_inside_it(tmp_path):
         first = set(run_chunks(WaitForWorkerJob(tmp_path / "first"), 50)) - {os.getpid()}
         second = set(run_chunks(WaitForWorkerJob(tmp_path / "second"), 50)) - {os.getpid()}
     assert len(first) == 1 and second == first  # one worker process, still there for the next call
+
+
+def test_forward_chunks_skip_what_others_took_and_keep_only_the_chunk_at_hand():
+    from tasks.core.workers import ForwardChunks
+
+    read: list[int] = []
+
+    def items():
+        for n in range(10):
+            read.append(n)
+            yield n
+
+    stream = ForwardChunks(items(), total=10, chunk_rows=3, what="numbers")
+    assert stream.chunk(1) == [3, 4, 5]
+    assert stream.chunk(3) == [9]  # the last, short chunk; chunk 2 was another process's
+    assert read == list(range(10))  # read once, front to back
+    with pytest.raises(ValueError, match="asked after a later one"):
+        stream.chunk(2)
+    short = ForwardChunks(iter(range(7)), total=10, chunk_rows=3, what="numbers.jsonl")
+    with pytest.raises(ValueError, match="numbers.jsonl ends before its 10 records: it changed meanwhile"):
+        short.chunk(2)
