@@ -112,13 +112,36 @@ def read_jsonl(path: str | Path, *, keep: bool = False) -> list[dict[str, Any]]:
             _KEPT.move_to_end(key)
     if rows is None:
         rows = [obj for _, obj in iter_jsonl(path, strict=True)]  # type: ignore[misc]
-        with _LOCK:
-            _forget_path(_KEPT, key[0])
-            while _KEPT and sum(k[-1] for k in _KEPT) + key[-1] > KEEP_BYTES:
-                _KEPT.popitem(last=False)  # the least recently read first
-            if key[-1] <= KEEP_BYTES:
-                _KEPT[key] = rows
+        _keep(key, rows)
     return [dict(row) for row in rows]
+
+
+def _keep(key: tuple, rows: list[dict[str, Any]]) -> None:
+    """Hold `rows` as the parsed content of the file `key` names, the least recently used going first."""
+    with _LOCK:
+        _forget_path(_KEPT, key[0])
+        while _KEPT and sum(k[-1] for k in _KEPT) + key[-1] > KEEP_BYTES:
+            _KEPT.popitem(last=False)
+        if key[-1] <= KEEP_BYTES:
+            _KEPT[key] = rows
+
+
+def _json_native(value: Any) -> bool:
+    """Whether `value` reads back from its JSON as itself: dicts with text keys, lists, text, 64-bit
+    integers, finite floats, booleans, null (not tuples, which read back as lists; not NaN, which orjson
+    writes as null)."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -(2**63) <= value < 2**64
+    if kind is float:
+        return value - value == 0.0  # neither inf nor NaN
+    if kind is list:
+        return all(map(_json_native, value))
+    if kind is dict:
+        return all(type(k) is str for k in value) and all(map(_json_native, value.values()))
+    return False
 
 
 KEEP_BYTES = 192 * 2**20  # files kept parsed at once, by size on disk (their rows take 2-3x that in memory)
@@ -161,15 +184,32 @@ def dumps_line(row: dict[str, Any]) -> bytes:
         return text.encode("utf-8", errors="surrogateescape")
 
 
-def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Write rows atomically (temp file + rename) so a crash never leaves half a file. Returns the count."""
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]], *, keep: bool = False) -> int:
+    """Write rows atomically (temp file + rename) so a crash never leaves half a file. Returns the count.
+
+    keep=True: the next read_jsonl(keep=True) of the file gets copies of these rows instead of parsing it
+    again (the data flow's stages each read what the one before wrote) - when every row reads back from
+    its JSON as itself (_json_native) and the file is at least REMEMBER_MIN_BYTES and at most KEEP_BYTES.
+    The rows must not change after they are written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
+    kept: list[dict[str, Any]] | None = [] if keep else None
     with atomic_open(path, binary=True) as fh:
         for row in rows:
-            fh.write(dumps_line(row))
+            try:
+                line = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+            except (orjson.JSONEncodeError, TypeError):  # what orjson refuses may not read back as itself
+                line, kept = dumps_line(row), None
+            fh.write(line)
             n += 1
+            if kept is not None:
+                kept = kept if type(row) is dict and _json_native(row) else None
+                if kept is not None:
+                    kept.append(dict(row))
+    if kept is not None and (key := _identity(path)) is not None:
+        _keep(key, kept)
     return n
 
 

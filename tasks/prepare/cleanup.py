@@ -173,7 +173,7 @@ def cleanup_task(raw_manifest_path: Path, workdir: Workdir, data_cfg: DataConfig
         )
     cleaned = workdir.processed / "cleaned.jsonl"
     quarantine = workdir.quarantine / f"{STAGE}.jsonl"
-    write_jsonl(cleaned, result.kept)
+    write_jsonl(cleaned, result.kept, keep=True)  # classification reads it next
     write_jsonl(quarantine, result.quarantined)
     logger.info(
         "cleanup: %d rows in, %d kept, %d quarantined",

@@ -167,7 +167,7 @@ def sample_rl_task(
     logger = get_run_logger()
     tables = [read_jsonl(p, keep=True) for p in (train, red_team, gold_set)]  # the gate reads them next
     report = sample_rl_prompts(*tables, sampling_cfg)
-    write_jsonl(workdir.training_prompts, report.prompts)
+    write_jsonl(workdir.training_prompts, report.prompts, keep=True)  # the gate reads it next
     summary = summarize(report, sampling_cfg)
     report_path = workdir.rl / "sampling_report.json"
     write_json(report_path, summary)

@@ -214,7 +214,7 @@ def write_splits(result: SplitResult, out_dir: Path) -> dict[str, str]:
     paths = {}
     for name, rows in result.tables().items():
         path = out_dir / f"{name}.jsonl"
-        write_jsonl(path, rows)
+        write_jsonl(path, rows, keep=True)  # sampling, the gate and the report read them next
         paths[name] = str(path)
     return paths
 
@@ -226,7 +226,7 @@ def split_task(
     """Write data/processed/{train,dev,test,gold_set,red_team,red_team_eval}.jsonl from the classified
     rows."""
     logger = get_run_logger()
-    rows = read_jsonl(classified)
+    rows = read_jsonl(classified, keep=True)  # classification kept what it wrote
     shipped = load_safety_red_team(safety_red_team) if safety_red_team is not None else []
     result = split_rows(rows, shipped, data_cfg)
     summary = summarize(result) | write_splits(result, workdir.processed)  # + one path per table, by name

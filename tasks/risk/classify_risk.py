@@ -50,7 +50,7 @@ def classify_file(
 ) -> dict[str, Any]:
     """Label a JSONL file into another; returns the distribution and the most frequent evidence terms.
     With a judge, labeler `judge` takes the judge's label, `both` the higher (curated rows keep theirs)."""
-    rows = read_jsonl(rows_path)
+    rows = read_jsonl(rows_path, keep=True)  # cleanup kept what it wrote (tasks.core.io)
     labels = label_all(rows, classifier, workers, source=rows_path)
     if judge is not None and labeler in ("judge", "both"):
         labels = _with_judge(rows, labels, judge, labeler)
@@ -58,7 +58,7 @@ def classify_file(
     terms = Counter(
         e["term"] for label in labels if label for e in label.evidence if SEVERITY_RANK[e["severity"]] >= 3
     )
-    write_jsonl(out_path, labelled)
+    write_jsonl(out_path, labelled, keep=True)  # the split reads it next
     return {
         **risk_distribution(labelled),
         "curated": sum(1 for r in labelled if r.get("labelled")),

@@ -79,6 +79,28 @@ def test_kept_rows_are_reused_until_the_file_changes(tmp_path, remember_small_fi
     assert read_jsonl(path) == [{"parsed": "again"}] * 2  # keep=False always parses
 
 
+def test_a_writer_keeps_what_reads_back_as_itself(tmp_path, remember_small_files, monkeypatch):
+    """write_jsonl(keep=True): the next keep=True reader gets copies of the written rows, unparsed - only
+    when every row reads back from its JSON unchanged."""
+    rows = [{"id": "a", "n": 1, "p": 0.5, "ok": True, "none": None, "cats": ["x"], "ev": [{"t": "胸痛"}]}]
+    path = tmp_path / "classified.jsonl"
+    write_jsonl(path, rows, keep=True)
+    parses = []
+    monkeypatch.setattr(io, "parse_jsonl_line", lambda *a: parses.append(a) or {"parsed": "again"})
+    got = read_jsonl(path, keep=True)
+    assert got == rows and not parses
+    got[0]["id"] = "changed"
+    rows[0]["id"] = "changed too"  # the writer's rows and a reader's copy are not what is kept
+    assert read_jsonl(path, keep=True)[0]["id"] == "a"
+    for odd in ({"cats": ("x",)}, {"p": float("nan")}, {1: "integer key"}, {"big": 2**70}):
+        odd_path = tmp_path / "odd.jsonl"
+        write_jsonl(odd_path, [{"id": "a"}, odd], keep=True)  # would read back as something else
+        assert read_jsonl(odd_path, keep=True) == [{"parsed": "again"}] * 2
+    io.forget_kept()
+    write_jsonl(path, rows)  # keep=False: nothing kept
+    assert read_jsonl(path, keep=True) == [{"parsed": "again"}]
+
+
 def test_small_files_and_the_default_reader_keep_nothing(tmp_path):
     path = tmp_path / "gold_set.jsonl"
     write_jsonl(path, [{"id": "a"}])
