@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -86,6 +87,15 @@ def read_rows(path: Path) -> list[tuple[str, str, bool]]:
     return out
 
 
+def _risk_levels():  # noqa: ANN202 - a function of the question
+    """The risk labeller's level for a question (zh when it holds CJK characters, else en)."""
+    from tasks.risk.classifier import RiskClassifier
+
+    classifier = RiskClassifier.from_yaml()
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    return lambda q: classifier.classify(q, "zh" if cjk.search(q) else "en").risk_level
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -97,11 +107,21 @@ def main() -> None:
         default="config",
         help="the learned term (v7): as safety_rules.yaml says, or forced on or off",
     )
+    parser.add_argument(
+        "--derive-risk",
+        action="store_true",
+        help="v9 experiment: give each answer the risk level the risk labeller (tasks.risk) reads from its "
+        "question, as RL prompts carry it; real answers have none of their own",
+    )
     args = parser.parse_args()
     if not args.path.is_file():
         sys.exit(f"{args.path}: no such file; download medical-safety-expert.csv and pass its path")
     rules = SafetyRules.from_yaml(learned={"config": None, "on": True, "off": False}[args.learned])
-    scored = [(score_rules(q, a, rules=rules), harmful) for q, a, harmful in read_rows(args.path)]
+    level = _risk_levels() if args.derive_risk else (lambda q: None)
+    scored = [
+        (score_rules(q, a, rules=rules, risk_level=level(q)), harmful)
+        for q, a, harmful in read_rows(args.path)
+    ]
     pos = [s for s, h in scored if h]
     neg = [s for s, h in scored if not h]
     print(f"rules {rules.version}; {args.path.name}: {len(pos)} harmful, {len(neg)} harmless answers")

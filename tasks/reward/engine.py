@@ -22,7 +22,13 @@ from tasks.core.config import RewardConfig
 from tasks.core.records import RISK_CATEGORIES
 from tasks.core.text import split_think
 from tasks.reward.rules import SafetyRules
-from tasks.reward.safety_checks import conditional, minimising_spans, prompt_contexts, safety_violations
+from tasks.reward.safety_checks import (
+    conditional,
+    disclaimer,
+    minimising_spans,
+    prompt_contexts,
+    safety_violations,
+)
 from tasks.reward.substance import (
     content_units,
     content_weight,
@@ -247,7 +253,12 @@ def score_rules(
             # "most likely a migraine") is reassurance, not caution: it earns nothing
             minimised = {a.sentence(m[0]) for m in minimising_spans(a)}
             for n in present:
-                hits = [h for h in _signal_hits(a, n) if a.sentence(h[0]) not in minimised]
+                # v9: nor does a safety word in a disclaimer ("温馨提示：仅供参考，如症状持续请及时就医")
+                hits = [
+                    h
+                    for h in _signal_hits(a, n)
+                    if a.sentence(h[0]) not in minimised and not disclaimer(a, h[0])
+                ]
                 tied_hit = next(
                     (
                         h

@@ -29,6 +29,7 @@ _PROMPT_ONLY = frozenset(
         "chronic",
         "acute",
         "borrowed_drug",
+        "prescribed_own",
         "mental.self_harm_other",
     }
 )
@@ -117,6 +118,7 @@ _LISTS = {
     "chronic": ("chronic",),
     "acute": ("acute",),
     "borrowed_drug": ("borrowed_drug",),
+    "prescribed_own": ("prescribed_own",),
     **{
         f"mental.{k}": ("mental_health", k)
         for k in (

@@ -27,11 +27,17 @@ Span = tuple[int, int]
 # The enumeration comma 、 is no boundary: "不要灌醋、浓茶或催吐" is one negated list.
 # a thousands separator ("1,000 mg") ends no clause (v8)
 _COMMA = r"(?:(?<!\d),|,(?!\d{3}(?!\d)))"
-_BOUNDARY = re.compile(r"([。！？!?；;\n]+|\.(?=\s|$))|(?:[，：:（）()—–\"“”]|" + _COMMA + r")+|\s-\s")
+# v9: nor does a dash inside a range of numbers ("每天滴6–8次", "10–20 mg")
+_DASH = r"(?:—|(?<!\d)–|–(?!\d))"
+_BOUNDARY = re.compile(
+    r"([。！？!?；;\n]+|\.(?=\s|$))|(?:[，：:（）()\"“”]|" + _DASH + "|" + _COMMA + r")+|\s-\s"
+)
 # A negation's scope is not cut by quotation marks or brackets: "不要按“吃到不疼为止”的老方法加量" is one
 # negated phrase, a quoted or bracketed aside inside it included.
-_SCOPE_BOUNDARY = re.compile(r"[。！？!?；;\n]+|\.(?=\s|$)|(?:[，：:—–]|" + _COMMA + r")+|\s-\s")
+_SCOPE_BOUNDARY = re.compile(r"[。！？!?；;\n]+|\.(?=\s|$)|(?:[，：:]|" + _DASH + "|" + _COMMA + r")+|\s-\s")
 _OPENERS, _CLOSERS = "“（(「『", "”）)」』"
+# v9: the last item of a list, joined by "or"/"nor" ("…, cold showers, or trying to make her throw up")
+_LIST_TAIL = re.compile(r"\s*(?:or|nor)\s")
 _WORDCHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 _EXPAND_LIMIT = 1024
 _REPEATS = tuple(
@@ -277,6 +283,30 @@ class ScannedText:
         …") is part of the negated phrase; a cue inside a quotation or bracket that closes before `start`
         does not reach it."""
         lo = self._span(self._scopes, start, len(self.text))[0]
+        return self._negated_from(lo, start) or self._negated_list_item(lo, start)
+
+    def _negated_list_item(self, lo: int, start: int) -> bool:
+        """v9: the last item of a list joined by "or"/"nor" whose first item a negation opens ("No coffee,
+        cold showers, or trying to make her throw up", "don't give milk, salt water, or anything to make her
+        vomit"): each comma starts a new scope, but the negation governs the whole list. Items between are
+        short (four words at most), and the list stays inside one sentence."""
+        if not _LIST_TAIL.match(self.low, lo, start):
+            return False
+        ss = self.sentence(start)[0]
+        i = bisect.bisect_right(self._scopes, lo) - 1
+        while i > 0:
+            s0, s1 = self._scopes[i - 1], self._scopes[i]
+            if s0 < ss:
+                return False
+            lead = [h for h in self.of("negation", s0, s1) if not self.low[s0 : h[0]].strip(" *-•")]
+            if lead:
+                return self._negated_from(s0, s1 - 1)
+            if len(self.low[s0:s1].split()) > 4:
+                return False
+            i -= 1
+        return False
+
+    def _negated_from(self, lo: int, start: int) -> bool:
         exempt = self.of("negation_exempt", lo)
         breaks = self.of("negation_scope_break", lo, start)
         return any(
