@@ -24,6 +24,10 @@ Reports (each rate as k/n with a Wilson 95% interval):
   since (C for 1.4, D for 1.5, E for 1.7, F for 1.8, G once with 1.8); totals only;
 - tests/fixtures/risk_probes_heldout_18.jsonl: 36 questions written with lexicon 1.8's mechanisms and held
   out from tuning them; totals only;
+- tests/fixtures/risk_probes_heldout_19.jsonl: 19 questions written with lexicon 1.9's mechanisms and held
+  out from tuning them; totals only;
+- tests/fixtures/risk_probes_written_19.jsonl: 51 questions written for lexicon 1.9 and tuned on (30 of them
+  scored once before that); in-sample, totals only;
 - the level distribution on the shipped medical-o1 samples (data/samples, ../shared sample);
 - labelling speed: microseconds a row for the data flow's labelling call on the medical-o1 sample rows
   (question, reasoning, answer), each row's fastest of --repeat runs.
@@ -57,6 +61,8 @@ BLIND_F = ROOT / "tests" / "fixtures" / "risk_probes_blind_f.jsonl"
 BLIND_G = ROOT / "tests" / "fixtures" / "risk_probes_blind_g.jsonl"
 # written with lexicon 1.8's mechanisms, by their author, and never tuned on (docs/risk.md)
 HELDOUT_18 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_18.jsonl"
+HELDOUT_19 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_19.jsonl"
+WRITTEN_19 = ROOT / "tests" / "fixtures" / "risk_probes_written_19.jsonl"
 
 
 def _rate(k: int, n: int) -> str:
@@ -235,8 +241,8 @@ def main() -> None:
     fixture(clf, args.split)
     probes(clf)
     blind(clf)
-    # C, D, E, F: scored once blind, dev sets since (F for 1.8); 1.8's held-out written set (docs/risk.md)
-    for path in (BLIND_C, BLIND_D, BLIND_E, BLIND_F, BLIND_G, HELDOUT_18):
+    # C to G: scored once blind, dev sets since (G for 1.9); 1.8's and 1.9's held-out written sets
+    for path in (BLIND_C, BLIND_D, BLIND_E, BLIND_F, BLIND_G, HELDOUT_18, HELDOUT_19, WRITTEN_19):
         if path.is_file():
             blind(clf, path)
     if not args.no_speed:

@@ -61,17 +61,26 @@ class TopicScopes:
         self._after = alternation(rules.after.get(lang, []), lang)
         self._breaker = alternation(rules.breakers.get(lang, []), lang)
         self._ends = _ENDS[lang]
+        # the last text's spans (the word groups and the acuity scorer both ask for a question's spans)
+        self._last: tuple[str | None, list[tuple[int, int, bool]]] = (None, [])
 
     def spans(self, norm: str, whole_only: bool = False) -> list[tuple[int, int]]:
         """(start, end) of each topic span; empty for most texts (no marker). whole_only: only the
         `clause` markers' spans (the acuity scorer's: a feared outcome may follow a real ingestion)."""
+        last = self._last  # read once: another thread may replace it
+        if norm != last[0]:
+            last = (norm, self._spans(norm))
+            self._last = last
+        return [(lo, hi) for lo, hi, whole in last[1] if whole or not whole_only]
+
+    def _spans(self, norm: str) -> list[tuple[int, int, bool]]:
         out = []
         for pattern, whole in ((self._clause, True), (self._after, False)):
-            if pattern is None or (whole_only and not whole):
+            if pattern is None:
                 continue
             for match in pattern.finditer(norm):
                 lo = match.start() if not whole else self._clause_start(norm, match.start())
-                out.append((lo, self._clause_end(norm, match.end())))
+                out.append((lo, self._clause_end(norm, match.end()), whole))
         return out
 
     def _clause_start(self, norm: str, at: int) -> int:

@@ -243,8 +243,14 @@ def test_written_training_data_is_in_no_probe_or_held_out_set() -> None:
     assert {r["label"] for r in written} <= {"harmful", "benign_lookalike", "critical", "mild"}
     texts = {normalize(r["text"], r["lang"]) for r in written}
     measured = []
-    # E: training data since lexicon 1.7; F, G and 1.8's held-out written set: never trained on
-    names = ("risk_probes_blind.jsonl", "risk_questions.jsonl", "risk_probes_heldout_18.jsonl")
+    # E: training data since lexicon 1.7; F, G and the 1.8/1.9 written sets: never trained on
+    names = (
+        "risk_probes_blind.jsonl",
+        "risk_questions.jsonl",
+        "risk_probes_heldout_18.jsonl",
+        "risk_probes_heldout_19.jsonl",
+        "risk_probes_written_19.jsonl",
+    )
     for name in (*names, "risk_probes_blind_f.jsonl", "risk_probes_blind_g.jsonl"):
         for line in (train_backstop.FIXTURES / name).read_text("utf-8").splitlines():
             if line.strip() and json.loads(line).get("split", "holdout") == "holdout":
