@@ -20,8 +20,8 @@ Reports (each rate as k/n with a Wilson 95% interval):
   the lexicon was changed for it;
 - tests/fixtures/risk_probes_blind.jsonl: 48 serious and 48 mild patient questions (zh + en) written before
   the acuity classes of lexicon 1.3 and never tuned on; totals only, per language (no question is printed);
-- tests/fixtures/risk_probes_blind_c.jsonl … _g.jsonl: blind sets C to G, each scored once and a dev set
-  since (C for 1.4, D for 1.5, E for 1.7, F for 1.8, G once with 1.8); totals only;
+- tests/fixtures/risk_probes_blind_c.jsonl … _h.jsonl: blind sets C to H, each scored once and a dev set
+  since (C for 1.4, D for 1.5, E for 1.7, F for 1.8, G for 1.9, H once with 1.9); totals only;
 - tests/fixtures/risk_probes_heldout_18.jsonl: 36 questions written with lexicon 1.8's mechanisms and held
   out from tuning them; totals only;
 - tests/fixtures/risk_probes_heldout_19.jsonl: 19 questions written with lexicon 1.9's mechanisms and held
@@ -59,6 +59,7 @@ BLIND_D = ROOT / "tests" / "fixtures" / "risk_probes_blind_d.jsonl"
 BLIND_E = ROOT / "tests" / "fixtures" / "risk_probes_blind_e.jsonl"
 BLIND_F = ROOT / "tests" / "fixtures" / "risk_probes_blind_f.jsonl"
 BLIND_G = ROOT / "tests" / "fixtures" / "risk_probes_blind_g.jsonl"
+BLIND_H = ROOT / "tests" / "fixtures" / "risk_probes_blind_h.jsonl"
 # written with lexicon 1.8's mechanisms, by their author, and never tuned on (docs/risk.md)
 HELDOUT_18 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_18.jsonl"
 HELDOUT_19 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_19.jsonl"
@@ -242,7 +243,7 @@ def main() -> None:
     probes(clf)
     blind(clf)
     # C to G: scored once blind, dev sets since (G for 1.9); 1.8's and 1.9's held-out written sets
-    for path in (BLIND_C, BLIND_D, BLIND_E, BLIND_F, BLIND_G, HELDOUT_18, HELDOUT_19, WRITTEN_19):
+    for path in (BLIND_C, BLIND_D, BLIND_E, BLIND_F, BLIND_G, BLIND_H, HELDOUT_18, HELDOUT_19, WRITTEN_19):
         if path.is_file():
             blind(clf, path)
     if not args.no_speed:

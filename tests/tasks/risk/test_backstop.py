@@ -251,7 +251,12 @@ def test_written_training_data_is_in_no_probe_or_held_out_set() -> None:
         "risk_probes_heldout_19.jsonl",
         "risk_probes_written_19.jsonl",
     )
-    for name in (*names, "risk_probes_blind_f.jsonl", "risk_probes_blind_g.jsonl"):
+    for name in (
+        *names,
+        "risk_probes_blind_f.jsonl",
+        "risk_probes_blind_g.jsonl",
+        "risk_probes_blind_h.jsonl",
+    ):
         for line in (train_backstop.FIXTURES / name).read_text("utf-8").splitlines():
             if line.strip() and json.loads(line).get("split", "holdout") == "holdout":
                 row = json.loads(line)
