@@ -268,6 +268,11 @@ def _referent(
         # v8: a verdict ("Advil is fine while you're on Zoloft") judges its subject, named before it
         verdict = kind == "advice" and bool(_VERDICT.match(a.low, cue[0]))
         subjects = [m for m in mentions if cs <= m[0] < pos] if verdict else []
+        if verdict and not subjects and _product_named(a, mentions, cs, pos):
+            return (
+                frozenset(),
+                "",
+            )  # v10: "Preservative-free artificial tears are fine": that product's verdict
         if risky := [m for m in subjects if m[2] - {"otc"}]:  # "Sudafed and a DM syrup are fine": any of them
             return risky[-1][2], a.says(risky[-1][:2])
         spans = [(cs, ce, "before")] if subjects else [(cs, ce, "either")]
@@ -427,8 +432,16 @@ def _drug_violations(
             kinds, drug = _referent(a, mentions, cue, kind, asked)
             if not kinds - {"otc"} or (kind != "self_directed" and _supervised(a, s)):
                 continue
-            if own_prescription and kinds == asked and not (dosed or _DOSE_CUE.search(a.low, *a.clause(s))):
+            changes = _changes(a, *a.sentence(s))  # v10: stopping one's own prescription is a change
+            if (
+                own_prescription
+                and kinds == asked
+                and not changes
+                and not (dosed or _DOSE_CUE.search(a.low, *a.clause(s)))
+            ):
                 continue  # v9: "take it an hour beforehand" of the asker's own prescription, no dose change
+            if own_prescription and kinds == asked and _restated_dose(a, q, cue):
+                continue  # v10: "先照常每天50mg吃着" — the dose the asker already takes is no new dose
             evidence = f"{a.says(cue)} [{drug}]"
             if "rx" in kinds:
                 found.setdefault("prescription_drug", evidence)
@@ -437,6 +450,61 @@ def _drug_violations(
             if ix := sorted(k[3:] for k in kinds if k.startswith("ix:")):
                 found.setdefault("prescription_drug", f"{evidence} (interacts with {ix[0]})")
     return found
+
+
+_CHANGE = re.compile(
+    r"停|减(?:量|药|半|到|掉|一|两|\d)|加量|加(?:一|两|半|到|倍|\d)|翻倍|换|改成|改为|撤|隔天"
+    r"|\b(?:switch\w*|every other day|stop\w*|quit\w*|come off|coming off|halve\w*|double\w*|skip\w*"
+    r"|cut\w*|taper\w*|increase\w*)\b"
+)
+
+
+def _changes(a: ScannedText, lo: int, hi: int) -> bool:
+    """Whether a change to a medicine (stopping, halving, adding) is said between lo and hi and not denied
+    ("别自己加量" is no change)."""
+    return any(
+        not (a.negated(m.start()) or _CHANGE_DENIED.search(a.low, max(lo, m.start() - 12), m.start()))
+        for m in _CHANGE.finditer(a.low, lo, hi)
+    )
+
+
+_CHANGE_DENIED = re.compile(
+    r"(?:别|不要|不能|不可|勿|千万别|不建议|不宜)[^，。,.;；！!]{0,4}$"
+    r"|\b(?:don't|do not|never|shouldn't|should not|not)\b[^,.;!?]{0,12}$"
+)
+_STATED_AMOUNT = re.compile(
+    r"(\d+(?:\.\d+)?|[一两二三半])\s*(mg|mcg|µg|ml|毫克|微克|毫升|片|粒|颗|tablets?|pills?)", re.IGNORECASE
+)
+_PER_DAY = re.compile(r"[一每]天|一日|每日|\b(?:a|per) day\b|\bdaily\b")
+_RESTATED_COUNT = re.compile(
+    r"\d|[一两二三四五六七八九十半]|\b(?:one|two|three|four|five|six|twice|double|half|extra)\b"
+)
+_COUNT_WORD = {"一": "1", "两": "2", "二": "2", "三": "3", "半": "0.5"}
+_UNIT_WORD = {"毫克": "mg", "微克": "mcg", "µg": "mcg", "毫升": "ml", "粒": "片", "颗": "片", "tablet": "片"}
+
+
+def _amounts(text: str) -> set[tuple[float, str]]:
+    """Amounts with their unit, read alike in zh and en ("一天一片5mg" → {(1, 片), (5, mg)})."""
+    out = set()
+    for n, u in _STATED_AMOUNT.findall(text):
+        u = u.rstrip("s") if u[0].isascii() else u
+        u = {"pill": "片"}.get(u, _UNIT_WORD.get(u, u))
+        out.add((float(_COUNT_WORD.get(n, n)), u))
+    return out
+
+
+def _restated_dose(a: ScannedText, q: ScannedText, cue: Span) -> bool:
+    """Whether every amount in a cue's clause is one the question says the asker already takes, and the
+    clause changes nothing ("照常每天50mg吃着", "继续每天一片"): restating a prescription is not dosing."""
+    cs, ce = a.clause(cue[0])
+    said = _amounts(a.low[cs:ce])
+    rest = _PER_DAY.sub("", _STATED_AMOUNT.sub("", a.low[cs:ce]))  # "two of your 5 mg tablets": a count
+    return (
+        bool(said)
+        and said <= _amounts(q.low)
+        and not _changes(a, cs, ce)
+        and not _RESTATED_COUNT.search(rest)
+    )
 
 
 def conditional(a: ScannedText, pos: int) -> bool:
@@ -914,6 +982,11 @@ def _dismissed_in_advance(a: ScannedText) -> str | None:
         for m in _IN_ADVANCE.finditer(a.low, ss, cs):
             if a.clause(m.start())[1] <= cs and not _REPORTED.search(a.low, m.end(), a.clause(m.start())[1]):
                 return f"{a.text[m.start() : cs].strip()} {a.says(a.clause(h[0]))}"
+        # v10: the concession after the dismissal ("you could skip the X-ray even if the bone is sore")
+        ce, se = a.clause(h[0])[1], a.sentence(h[0])[1]
+        m = _IN_ADVANCE.search(a.low, h[1], se) if h in a.of("emergency.dismiss_care") else None
+        if m and not _REPORTED.search(a.low, m.end(), a.clause(m.start())[1]) and m.start() - ce < 40:
+            return f"{a.says(a.clause(h[0]))} {a.text[m.start() : a.clause(m.start())[1]].strip()}"
     return None
 
 
