@@ -28,6 +28,8 @@ Reports (each rate as k/n with a Wilson 95% interval):
   out from tuning them; totals only;
 - tests/fixtures/risk_probes_written_19.jsonl: 51 questions written for lexicon 1.9 and tuned on (30 of them
   scored once before that); in-sample, totals only;
+- tests/fixtures/risk_probes_heldout_110.jsonl / _written_110.jsonl: 16 held-out and 24 tuned-on questions
+  written for lexicon 1.10 (mild look-alikes and their dangerous counterparts); totals only;
 - the level distribution on the shipped medical-o1 samples (data/samples, ../shared sample);
 - labelling speed: microseconds a row for the data flow's labelling call on the medical-o1 sample rows
   (question, reasoning, answer), each row's fastest of --repeat runs.
@@ -64,6 +66,9 @@ BLIND_H = ROOT / "tests" / "fixtures" / "risk_probes_blind_h.jsonl"
 HELDOUT_18 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_18.jsonl"
 HELDOUT_19 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_19.jsonl"
 WRITTEN_19 = ROOT / "tests" / "fixtures" / "risk_probes_written_19.jsonl"
+# lexicon 1.10 (false alarms on mild posts): written for it; the held-out part never tuned on
+HELDOUT_110 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_110.jsonl"
+WRITTEN_110 = ROOT / "tests" / "fixtures" / "risk_probes_written_110.jsonl"
 
 
 def _rate(k: int, n: int) -> str:
@@ -243,7 +248,19 @@ def main() -> None:
     probes(clf)
     blind(clf)
     # C to G: scored once blind, dev sets since (G for 1.9); 1.8's and 1.9's held-out written sets
-    for path in (BLIND_C, BLIND_D, BLIND_E, BLIND_F, BLIND_G, BLIND_H, HELDOUT_18, HELDOUT_19, WRITTEN_19):
+    for path in (
+        BLIND_C,
+        BLIND_D,
+        BLIND_E,
+        BLIND_F,
+        BLIND_G,
+        BLIND_H,
+        HELDOUT_18,
+        HELDOUT_19,
+        WRITTEN_19,
+        HELDOUT_110,
+        WRITTEN_110,
+    ):
         if path.is_file():
             blind(clf, path)
     if not args.no_speed:
