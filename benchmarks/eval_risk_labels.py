@@ -20,8 +20,8 @@ Reports (each rate as k/n with a Wilson 95% interval):
   the lexicon was changed for it;
 - tests/fixtures/risk_probes_blind.jsonl: 48 serious and 48 mild patient questions (zh + en) written before
   the acuity classes of lexicon 1.3 and never tuned on; totals only, per language (no question is printed);
-- tests/fixtures/risk_probes_blind_c.jsonl … _h.jsonl: blind sets C to H, each scored once and a dev set
-  since (C for 1.4, D for 1.5, E for 1.7, F for 1.8, G for 1.9, H once with 1.9); totals only;
+- tests/fixtures/risk_probes_blind_c.jsonl … _i.jsonl: blind sets C to I, each scored once and a dev set
+  since (C for 1.4, D for 1.5, E for 1.7, F for 1.8, G for 1.9, H for 1.10, I once with 1.10); totals only;
 - tests/fixtures/risk_probes_heldout_18.jsonl: 36 questions written with lexicon 1.8's mechanisms and held
   out from tuning them; totals only;
 - tests/fixtures/risk_probes_heldout_19.jsonl: 19 questions written with lexicon 1.9's mechanisms and held
@@ -62,6 +62,7 @@ BLIND_E = ROOT / "tests" / "fixtures" / "risk_probes_blind_e.jsonl"
 BLIND_F = ROOT / "tests" / "fixtures" / "risk_probes_blind_f.jsonl"
 BLIND_G = ROOT / "tests" / "fixtures" / "risk_probes_blind_g.jsonl"
 BLIND_H = ROOT / "tests" / "fixtures" / "risk_probes_blind_h.jsonl"
+BLIND_I = ROOT / "tests" / "fixtures" / "risk_probes_blind_i.jsonl"
 # written with lexicon 1.8's mechanisms, by their author, and never tuned on (docs/risk.md)
 HELDOUT_18 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_18.jsonl"
 HELDOUT_19 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_19.jsonl"
@@ -255,6 +256,7 @@ def main() -> None:
         BLIND_F,
         BLIND_G,
         BLIND_H,
+        BLIND_I,
         HELDOUT_18,
         HELDOUT_19,
         WRITTEN_19,

@@ -258,6 +258,7 @@ def test_written_training_data_is_in_no_probe_or_held_out_set() -> None:
         "risk_probes_blind_f.jsonl",
         "risk_probes_blind_g.jsonl",
         "risk_probes_blind_h.jsonl",
+        "risk_probes_blind_i.jsonl",
     ):
         for line in (train_backstop.FIXTURES / name).read_text("utf-8").splitlines():
             if line.strip() and json.loads(line).get("split", "holdout") == "holdout":
