@@ -30,6 +30,8 @@ Reports (each rate as k/n with a Wilson 95% interval):
   scored once before that); in-sample, totals only;
 - tests/fixtures/risk_probes_heldout_110.jsonl / _written_110.jsonl: 16 held-out and 24 tuned-on questions
   written for lexicon 1.10 (mild look-alikes and their dangerous counterparts); totals only;
+- tests/fixtures/risk_probes_heldout_111.jsonl / _written_111.jsonl: 18 held-out and 20 tuned-on short
+  title-style questions written for lexicon 1.11 (a strong sign asked about now, look-alikes); totals only;
 - the level distribution on the shipped medical-o1 samples (data/samples, ../shared sample);
 - labelling speed: microseconds a row for the data flow's labelling call on the medical-o1 sample rows
   (question, reasoning, answer), each row's fastest of --repeat runs.
@@ -70,6 +72,9 @@ WRITTEN_19 = ROOT / "tests" / "fixtures" / "risk_probes_written_19.jsonl"
 # lexicon 1.10 (false alarms on mild posts): written for it; the held-out part never tuned on
 HELDOUT_110 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_110.jsonl"
 WRITTEN_110 = ROOT / "tests" / "fixtures" / "risk_probes_written_110.jsonl"
+# lexicon 1.11 (short title-style posts: one strong sign asked about now); the held-out part never tuned on
+HELDOUT_111 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_111.jsonl"
+WRITTEN_111 = ROOT / "tests" / "fixtures" / "risk_probes_written_111.jsonl"
 
 
 def _rate(k: int, n: int) -> str:
@@ -262,6 +267,8 @@ def main() -> None:
         WRITTEN_19,
         HELDOUT_110,
         WRITTEN_110,
+        HELDOUT_111,
+        WRITTEN_111,
     ):
         if path.is_file():
             blind(clf, path)

@@ -62,6 +62,12 @@ class AcuityRules(_Strict):
     critical_with: list[list[str]] = Field(
         default_factory=list, description="Sets of classes that allow critical (besides two findings)."
     )
+    high_with: list[list[str]] = Field(
+        default_factory=list,
+        description="Sets of classes that give at least high on their own, whatever the score, when no "
+        "dampener is present (1.11.0): one strong sign of the asker's own body asked about now ('Bleeding "
+        "from ear, what do?'), which a short title cannot back with a site, a duration and a second cue.",
+    )
     classes: list[CueClass] = Field(min_length=1)
     undampened_by: list[list[str]] = Field(
         default_factory=list,
@@ -90,7 +96,7 @@ class AcuityRules(_Strict):
             raise ValueError(f"acuity classes {missing} are missing; the rules need {list(REQUIRED_CLASSES)}")
         if len(set(names)) != len(names):
             raise ValueError(f"acuity class names must be unique: {names}")
-        for needed in (*self.alarming, *self.critical_with, *self.undampened_by):
+        for needed in (*self.alarming, *self.critical_with, *self.undampened_by, *self.high_with):
             if unknown := sorted(set(needed) - set(names)):
                 raise ValueError(f"acuity alarming/critical_with name unknown class(es) {unknown}")
         if self.critical < self.high:
@@ -127,7 +133,7 @@ class AcuityScorer:
         self._negation = alternation(rules.negation.get(lang, []), lang)
         self._window = rules.negation_window.get(lang, 3)
         # the classes that open an alarming set are scored first: without one of them nothing else matters
-        gates = {needed[0] for needed in rules.alarming}
+        gates = {needed[0] for needed in (*rules.alarming, *rules.high_with)}
         # a complaint for the backstop's gate: a cue of a class that opens a one-class set or several sets
         # (a finding, a symptom); a class that opens only one longer set (a verb of taking) needs the rest
         # of it ("took" alone, as in "took my life savings", names no complaint; "took 20 pills" does)
@@ -191,7 +197,7 @@ class AcuityScorer:
                 term = match.group(0)
                 if term in seen or any(term in s or s in term for s in seen):
                     continue  # "bleeding" and "blood" in one clause still count as different findings
-                if cue_class.weight > 0:
+                if cue_class.weight >= 0:  # a weight-0 class (high_with's) is masked alike
                     if masked is None:
                         masked = [m.span() for m in self._mask.finditer(norm)] if self._mask else []
                         if self._topics is not None:
@@ -220,6 +226,13 @@ class AcuityScorer:
                 level = "critical"
             elif total >= self.rules.high:
                 level = "high"
+        strong = any(all(name in counts for name in needed) for needed in self.rules.high_with)
+        if (
+            level is None
+            and strong
+            and not any(c.weight < 0 and c.name in counts for c in self.rules.classes)
+        ):
+            level = "high"  # one strong sign asked about now; a dampener ("a little") keeps the score's level
         return Acuity(total, level, tuple(cues))
 
     def _negated(self, norm: str, start: int) -> bool:

@@ -252,6 +252,8 @@ def test_written_training_data_is_in_no_probe_or_held_out_set() -> None:
         "risk_probes_written_19.jsonl",
         "risk_probes_heldout_110.jsonl",
         "risk_probes_written_110.jsonl",
+        "risk_probes_heldout_111.jsonl",
+        "risk_probes_written_111.jsonl",
     )
     for name in (
         *names,

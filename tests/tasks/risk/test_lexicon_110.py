@@ -81,7 +81,9 @@ def clf() -> RiskClassifier:
 
 
 def test_version() -> None:
-    assert load_lexicon(DEFAULT_LEXICON).version == "1.10.0"
+    # 1.10's rules hold in every later lexicon (1.11.0 added the short-title rule: test_lexicon_111.py)
+    version = tuple(int(part) for part in load_lexicon(DEFAULT_LEXICON).version.split("."))
+    assert version >= (1, 10, 0)
 
 
 @pytest.mark.parametrize(("lang", "question"), LOWERED)
