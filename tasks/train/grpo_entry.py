@@ -16,7 +16,7 @@ from tasks.reward.engine import RewardEngine
 from tasks.reward.rules import SafetyRules
 from tasks.reward.teacher import Teacher
 from tasks.train.grpo import train_grpo
-from tasks.train.launch import is_main_process, read_job
+from tasks.train.launch import is_main_process, leave_process_group, read_job
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
             teacher.close()
     if is_main_process():
         write_json(Path(job["summary_file"]), summary)
+    leave_process_group()
 
 
 if __name__ == "__main__":

@@ -134,3 +134,15 @@ def read_job(argv: list[str] | None = None) -> dict[str, Any]:
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def leave_process_group() -> None:
+    """A rank's last step: wait for every rank, then destroy the process group its trainer made. Left to the
+    interpreter's exit, gloo's threads can still be joinable when they are destructed, and that rank aborts
+    ("terminate called without an active exception", SIGABRT) after its training succeeded (seen once under
+    load in CI)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

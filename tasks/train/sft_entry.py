@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tasks.core.config import ModelConfig, SFTConfig
 from tasks.core.io import write_json
-from tasks.train.launch import is_main_process, read_job
+from tasks.train.launch import is_main_process, leave_process_group, read_job
 from tasks.train.sft_trainer import train_sft
 
 
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if is_main_process():
         write_json(Path(job["summary_file"]), summary)
+    leave_process_group()
 
 
 if __name__ == "__main__":
