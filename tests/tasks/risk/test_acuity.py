@@ -19,11 +19,6 @@ from tasks.risk.lexicon import DEFAULT_LEXICON, Lexicon, load_lexicon, normalize
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
-@pytest.fixture(scope="module")
-def clf() -> RiskClassifier:
-    return RiskClassifier.from_yaml()
-
-
 def _acuity(clf: RiskClassifier, text: str, lang: str):
     return clf._acuity[lang].score(normalize(text, lang))
 

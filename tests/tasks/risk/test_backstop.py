@@ -53,11 +53,6 @@ ACUITY_MILD = [
 ]
 
 
-@pytest.fixture(scope="module")
-def clf() -> RiskClassifier:
-    return RiskClassifier.from_yaml()
-
-
 def test_question_frames_are_not_features() -> None:
     en = features(normalize("How can I get my records?", "en"), "en")
     assert "b:how can" not in en and "w:how" not in en and "w:records" in en and "b:my records" in en

@@ -24,11 +24,6 @@ from tasks.risk.lexicon import DEFAULT_LEXICON, load_lexicon, normalize
 from tasks.risk.parallel_label import label_all
 
 
-@pytest.fixture(scope="module")
-def clf() -> RiskClassifier:
-    return RiskClassifier.from_yaml()
-
-
 def _row(question: str, lang: str = "zh", **extra) -> dict:
     row = {
         "id": "r1",

@@ -82,11 +82,6 @@ def rules_only() -> RiskClassifier:
     )
 
 
-@pytest.fixture(scope="module")
-def clf() -> RiskClassifier:
-    return RiskClassifier.from_yaml()
-
-
 @pytest.mark.parametrize(("lang", "text", "rule"), RULES)
 def test_each_kind_of_harm_fires_its_rule(
     rules_only: RiskClassifier, lang: str, text: str, rule: str

@@ -46,11 +46,6 @@ FAST = RiskJudgeConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def clf() -> RiskClassifier:
-    return RiskClassifier.from_yaml()
-
-
 def _row(i: int, question: str, lang: str = "en", **extra) -> dict:
     return {
         "id": f"r{i}",

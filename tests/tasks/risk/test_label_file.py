@@ -25,11 +25,6 @@ QUESTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def clf() -> RiskClassifier:
-    return RiskClassifier.from_yaml()
-
-
 def test_csv_json_and_jsonl_give_the_data_flows_labels(clf: RiskClassifier, tmp_path: Path) -> None:
     csv_path = tmp_path / "q.csv"
     csv_path.write_text(

@@ -22,12 +22,6 @@ from tasks.risk.lexicon import (
 )
 from tasks.risk.term_matcher import TermMatcher, _cue_before
 
-
-@pytest.fixture(scope="module")
-def clf() -> RiskClassifier:
-    return RiskClassifier.from_yaml()
-
-
 # ---- validation ------------------------------------------------------------------------------
 
 

@@ -75,11 +75,6 @@ KEPT = [
 RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
 
-@pytest.fixture(scope="module")
-def clf() -> RiskClassifier:
-    return RiskClassifier.from_yaml()
-
-
 def test_version() -> None:
     # 1.10's rules hold in every later lexicon (1.11.0 added the short-title rule: test_lexicon_111.py)
     version = tuple(int(part) for part in load_lexicon(DEFAULT_LEXICON).version.split("."))

@@ -151,11 +151,6 @@ LOOK_ALIKES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def clf() -> RiskClassifier:
-    return RiskClassifier.from_yaml()
-
-
 def _level(clf: RiskClassifier, lang: str, text: str) -> str:
     return clf.classify(text, lang).risk_level
 

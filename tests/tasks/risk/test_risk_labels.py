@@ -22,11 +22,6 @@ from tasks.risk.term_matcher import TermMatcher
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "risk_questions.jsonl"
 
 
-@pytest.fixture(scope="module")
-def clf() -> RiskClassifier:
-    return RiskClassifier.from_yaml()
-
-
 PATIENT = [  # what people type when something is wrong, with who and how bad
     ("I spilled boiling water on my arm and it's blistering", "en", "emergency"),
     ("blood is coming out of my son's ear after he fell off the swing", "en", "emergency"),
