@@ -6,9 +6,11 @@ attack at 40 I check my pulse", "three months ago I had a high fever, now my hai
 hearsay, a feared outcome) makes its clause a topic: the lexicon's terms found there describe, they do
 not present, and do not count - like negated terms, but only for the kinds that present (`kinds`: a sign,
 a symptom, a disease; never a drug, a population, a crisis signal). `clause` markers cover their whole
-clause, `after` markers the rest of it. A clause ends at punctuation or at a breaker that returns to the
-present ("but now", 现在, 刚才). The acuity scorer skips the `clause` spans too (tasks/risk/acuity.py) and
-still reads the rest: "my dad had a stroke two years ago and right now his face is drooping" is acute.
+clause, `after` markers the rest of it, `sentence` markers their clause and the rest of their sentence (a
+past episode told over several clauses: "last Tuesday I had chest pain, sweating, tingling; the ER said all
+normal"). A clause ends at punctuation or at a breaker that returns to the present ("but now", 现在, 刚才).
+The acuity scorer skips the `clause` and `sentence` spans too (tasks/risk/acuity.py) and still reads the
+rest: "my dad had a stroke two years ago and right now his face is drooping" is acute.
 Only a question's terms are scoped, never a row's context.
 
 The markers live in the lexicon (`topic_clauses:` in data/rules/risk_lexicon.yaml). Pure, no Prefect.
@@ -25,6 +27,7 @@ from tasks.risk.cues import alternation, check_cues
 
 Lang = Literal["zh", "en"]
 _ENDS = {"zh": re.compile(r"[，。；！？,.;!?：:\n]"), "en": re.compile(r"[,.;!?:\n]")}
+_SENTENCE_ENDS = {"zh": re.compile(r"[。！？!?\n]"), "en": re.compile(r"(?:[.!?](?!\d)|\n)")}
 
 
 class TopicClauses(BaseModel):
@@ -35,6 +38,11 @@ class TopicClauses(BaseModel):
     )
     after: dict[Lang, list[str]] = Field(
         default_factory=dict, description="Markers after which the rest of the clause is a topic."
+    )
+    sentence: dict[Lang, list[str]] = Field(
+        default_factory=dict,
+        description="Markers whose clause and the rest of its sentence are a topic (a past episode told in "
+        "several clauses, that the question itself says is over).",
     )
     breakers: dict[Lang, list[str]] = Field(
         default_factory=dict, description="Words that end a topic clause: a return to the present."
@@ -48,7 +56,13 @@ class TopicClauses(BaseModel):
     @model_validator(mode="after")
     def _cues_compile(self) -> TopicClauses:
         check_cues(
-            "topic_clauses", [("clause", self.clause), ("after", self.after), ("breakers", self.breakers)]
+            "topic_clauses",
+            [
+                ("clause", self.clause),
+                ("after", self.after),
+                ("sentence", self.sentence),
+                ("breakers", self.breakers),
+            ],
         )
         return self
 
@@ -59,8 +73,9 @@ class TopicScopes:
     def __init__(self, rules: TopicClauses, lang: str) -> None:
         self._clause = alternation(rules.clause.get(lang, []), lang)
         self._after = alternation(rules.after.get(lang, []), lang)
+        self._sentence = alternation(rules.sentence.get(lang, []), lang)
         self._breaker = alternation(rules.breakers.get(lang, []), lang)
-        self._ends = _ENDS[lang]
+        self._ends, self._sentence_ends = _ENDS[lang], _SENTENCE_ENDS[lang]
         # the last text's spans (the word groups and the acuity scorer both ask for a question's spans)
         self._last: tuple[str | None, list[tuple[int, int, bool]]] = (None, [])
 
@@ -81,6 +96,10 @@ class TopicScopes:
             for match in pattern.finditer(norm):
                 lo = match.start() if not whole else self._clause_start(norm, match.start())
                 out.append((lo, self._clause_end(norm, match.end()), whole))
+        if self._sentence is not None:
+            for match in self._sentence.finditer(norm):
+                lo = self._clause_start(norm, match.start())
+                out.append((lo, self._clause_end(norm, match.end(), self._sentence_ends), True))
         return out
 
     def _clause_start(self, norm: str, at: int) -> int:
@@ -89,8 +108,8 @@ class TopicScopes:
             lo = max((m.end() for m in self._breaker.finditer(norm, lo, at)), default=lo)
         return lo
 
-    def _clause_end(self, norm: str, at: int) -> int:
-        end = self._ends.search(norm, at)
+    def _clause_end(self, norm: str, at: int, ends: re.Pattern[str] | None = None) -> int:
+        end = (ends or self._ends).search(norm, at)
         hi = end.start() if end else len(norm)
         if self._breaker is not None and (brk := self._breaker.search(norm, at, hi)):
             hi = brk.start()

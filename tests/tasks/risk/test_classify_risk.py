@@ -69,16 +69,18 @@ CASES = [
         "high",
         "pediatric_pregnancy",
     ),
+    # a diagnosis question about a serious disease is medium since 1.12 (a worry or an exam item, not an
+    # emergency); its category stays, and a warning sign of its own (a new breast lump) is still high
     (
         "男，50岁，上腹可扪及肿块。该病人最可能的诊断是：A. 幽门梗阻 B. 胃癌 C. 胰头癌",
         "zh",
-        "high",
+        "medium",
         "diagnosis_assertion",
     ),
     (
         "A 67-year-old smoker has weight loss and a spiculated lung mass. Is this lung cancer or lymphoma?",
         "en",
-        "high",
+        "medium",
         "diagnosis_assertion",
     ),
     # colloquial questions
@@ -95,7 +97,7 @@ CASES = [
         "high",
         "pediatric_pregnancy",
     ),
-    ("我胃疼好几个月了，会不会是胃癌？", "zh", "high", "diagnosis_assertion"),
+    ("我胃疼好几个月了，会不会是胃癌？", "zh", "medium", "diagnosis_assertion"),
     ("Do I have cancer? I found a lump in my breast.", "en", "high", "diagnosis_assertion"),
     ("我不想活了，活着没意思", "zh", "critical", "mental_health"),
     ("I feel hopeless and want to end my life", "en", "critical", "mental_health"),
