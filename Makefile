@@ -19,6 +19,7 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e . -c constraints.txt
+	$(BIN)/medsafe setup  # Prefect's local database, once, so the first `medsafe data` does not create it
 
 install-dev: install
 	$(BIN)/pip install -q -e ".[dev,demo]" -c constraints.txt

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +61,24 @@ def test_a_server_that_cannot_start_is_one_clear_error(tmp_path, monkeypatch):
         server.wait(timeout_s=120)
     server.stop()
     assert server.process is None
+
+
+@pytest.mark.slow
+def test_setup_creates_prefects_database_once_and_then_leaves_it(tmp_path):
+    """`medsafe setup` as a user runs it (a fresh process, no server configured): it creates the temporary
+    server's database on a fresh PREFECT_HOME, which a server then starts on as on any existing one."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "home")
+    medsafe = [str(Path(sys.executable).with_name("medsafe")), "--json", "setup"]
+
+    def setup() -> dict:
+        done = subprocess.run(medsafe, env=env, capture_output=True, text=True, timeout=300, check=True)
+        return json.loads(done.stdout)
+
+    first = setup()
+    database = tmp_path / "home" / "prefect.db"
+    assert first["status"] == "created" and str(database) in first["detail"]
+    assert database.stat().st_size > 100_000  # migrated: Prefect's tables, not an empty file
+    assert setup()["status"] == "ready"
+    env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # a configured server: its database is not ours
+    assert setup()["status"] == "not_needed"
