@@ -46,6 +46,8 @@ def test_a_flow_runs_against_the_started_server_which_stops_after(tmp_path, monk
                 recorded = client.read_flow_run(state.state_details.flow_run_id)
             assert os.environ["PREFECT_API_URL"] == server.api_url
         assert used == server.api_url and recorded.state.is_completed()  # the run is on that server
+        server.warmer.join(timeout=30)
+        assert not server.warmer.is_alive()  # the warm-up request ended once the server answered
         assert process.poll() is not None and server.process is None  # stopped
         assert "PREFECT_API_URL" not in os.environ and PREFECT_API_URL.value() != server.api_url
 
