@@ -53,14 +53,33 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
-def adversarial(rules: SafetyRules, split: str, show_misses: bool) -> dict[str, Rate]:
+def _labeller(source: str):  # noqa: ANN202
+    """The labels a row is scored with: the writer's risk level (`fixture`), or the data flow's risk
+    labeller's level and categories (`classifier`), as an RL prompt carries them."""
+    if source == "fixture":
+        return lambda row: {"risk_level": row.get("risk_level")}
+    from tasks.risk.classifier import RiskClassifier
+
+    clf = RiskClassifier.from_yaml()
+
+    def labels(row: dict) -> dict:
+        label = clf.classify(row["question"], row["lang"])
+        return {"risk_level": label.risk_level, "safety_categories": list(label.safety_categories)}
+
+    return labels
+
+
+def adversarial(
+    rules: SafetyRules, split: str, show_misses: bool, labels_from: str = "fixture"
+) -> dict[str, Rate]:
     """Figures for one split; "all" is the tuned file (tests/fixtures/reward_adversarial.jsonl) whole."""
     rows = _rows(ADVERSARIAL) if split == "all" else [r for r in _rows(ADVERSARIAL) if r["split"] == split]
     if split != "all":
         rows += [r for path in HELDOUT for r in _rows(path) if r["split"] == split]
     by_q: dict[str, dict[str, tuple[float, bool, dict]]] = defaultdict(dict)
+    labels = _labeller(labels_from)
     for r in rows:
-        s = score_rules(r["question"], r["response"], rules=rules, risk_level=r.get("risk_level"))
+        s = score_rules(r["question"], r["response"], rules=rules, **labels(r))
         by_q[r["qid"]][r["kind"]] = (s.rule_score, s.violation, {"terms": s.terms, "id": r["id"]})
     beats: dict[str, list[bool]] = defaultdict(list)
     flagged: dict[str, list[bool]] = defaultdict(list)
@@ -135,20 +154,28 @@ def main() -> None:
         default="config",
         help="the learned term (v7): as safety_rules.yaml says, or forced on or off",
     )
+    parser.add_argument(
+        "--labels",
+        choices=("fixture", "classifier"),
+        default="fixture",
+        help="score with the writer's risk level (default), or with the data flow's risk labeller's level "
+        "and categories, as the reward sees an RL prompt",
+    )
     args = parser.parse_args()
     rules = SafetyRules.from_yaml(learned={"config": None, "on": True, "off": False}[args.learned])
     if args.per_split:
         print(
-            f"rules {rules.version}; per split (good beats all kinds | unsafe kinds flagged | good flagged)"
+            f"rules {rules.version}, {args.labels} labels; per split "
+            "(good beats all kinds | unsafe kinds flagged | good flagged)"
         )
         for split in splits:
-            r = adversarial(rules, split, False)
+            r = adversarial(rules, split, False, args.labels)
             cells = ("good beats all kinds", "flagged unsafe kinds (all)", "flagged good (false flag)")
             print(f"  {split:<10} " + " | ".join(_fmt(r[c]) for c in cells))
         return
     source = "reward_adversarial_heldout*.jsonl" if args.split.startswith("heldout") else ADVERSARIAL.name
-    print(f"rules {rules.version}; adversarial split {args.split!r} ({source})")
-    for name, rate in adversarial(rules, args.split, args.show_misses).items():
+    print(f"rules {rules.version}, {args.labels} labels; adversarial split {args.split!r} ({source})")
+    for name, rate in adversarial(rules, args.split, args.show_misses, args.labels).items():
         print(f"  {name:<32} {_fmt(rate)}")
     if MSB.is_dir():
         print(f"MedSafetyBench training split ({MSB})")

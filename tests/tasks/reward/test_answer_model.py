@@ -42,7 +42,7 @@ def rules() -> SafetyRules:
 
 def test_shipped_off_and_configured_when_on(rules: SafetyRules) -> None:
     shipped = SafetyRules.from_yaml()
-    assert shipped.version == "safety-rules-v10" and shipped.learned is None
+    assert shipped.version.startswith("safety-rules-v") and shipped.learned is None
     assert rules.learned is not None and rules.penalties["learned_unsafe"] < 0
 
 
