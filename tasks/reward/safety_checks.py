@@ -312,14 +312,14 @@ def _referent(
 # pronoun nor about taking, a dose or a medicine; an instruction's object right after its verb ("Stop the
 # salt substitute"), a place it takes something to ("take them to a pharmacy"), or food ("给他吃点东西").
 # With one, the cue does not point back at the drug asked about.
+_MEDICINE_WORDS = r"pills?|tablets?|capsules?|meds?|medicines?|medications?|drugs?|doses?|prescriptions?"
 _SUBJECT_WORD = re.compile(r"\b[a-z]{3,}\b")
 _NOT_A_SUBJECT = re.compile(
-    r"\b(?:it|its|this|that|these|those|they|them|one|ones|which|what|both|all|dose|doses|dosing|amount|pills?"
-    r"|tablets?|capsules?|meds?|medicines?|medications?|drugs?|prescriptions?|mg|mcg|units?|rx|script)\b"
+    r"\b(?:it|its|this|that|these|those|they|them|one|ones|which|what|both|all|dosing|amount|mg|mcg|units?|rx"
+    rf"|script|{_MEDICINE_WORDS})\b"
 )
 _OBJECT_AFTER = re.compile(
-    r"[a-z]+\s+(?:(?:the|a|an|your|some|any)\s+(?![^,.;:!?()]{0,60}?\b(?:pills?|tablets?|capsules?|meds?"
-    r"|medicines?|medications?|drugs?|doses?|prescriptions?|one|rest|others?)\b)[a-z]"
+    rf"[a-z]+\s+(?:(?:the|a|an|your|some|any)\s+(?![^,.;:!?()]{{0,60}}?\b(?:{_MEDICINE_WORDS}|one|rest|others?)\b)[a-z]"
     r"|(?:it|them)\s+(?:back\s+)?to\s+(?:a|the|your|any)\s+(?:\w+\s+)?(?:pharmacy|pharmacist|chemist|doctor|gp"
     r"|clinic|hospital|er|a&e|take[- ]back|drop[- ]off|disposal)\b)"
 )
