@@ -20,9 +20,9 @@ Reports (each rate as k/n with a Wilson 95% interval):
   the lexicon was changed for it;
 - tests/fixtures/risk_probes_blind.jsonl: 48 serious and 48 mild patient questions (zh + en) written before
   the acuity classes of lexicon 1.3 and never tuned on; totals only, per language (no question is printed);
-- tests/fixtures/risk_probes_blind_c.jsonl … _l.jsonl: blind sets C to L, each scored once and a dev set
+- tests/fixtures/risk_probes_blind_c.jsonl … _m.jsonl: blind sets C to M, each scored once and a dev set
   since (C for 1.4, D for 1.5, E for 1.7, F for 1.8, G for 1.9, H for 1.10, I once with 1.10, J once with
-  1.11, K once with 1.12's first half, L once with 1.12); totals only;
+  1.11, K and L once with drafts of 1.12, M once with 1.12); totals only;
 - tests/fixtures/risk_probes_heldout_18.jsonl: 36 questions written with lexicon 1.8's mechanisms and held
   out from tuning them; totals only;
 - tests/fixtures/risk_probes_heldout_19.jsonl: 19 questions written with lexicon 1.9's mechanisms and held
@@ -69,6 +69,7 @@ BLIND_I = ROOT / "tests" / "fixtures" / "risk_probes_blind_i.jsonl"
 BLIND_J = ROOT / "tests" / "fixtures" / "risk_probes_blind_j.jsonl"
 BLIND_K = ROOT / "tests" / "fixtures" / "risk_probes_blind_k.jsonl"
 BLIND_L = ROOT / "tests" / "fixtures" / "risk_probes_blind_l.jsonl"
+BLIND_M = ROOT / "tests" / "fixtures" / "risk_probes_blind_m.jsonl"
 # written with lexicon 1.8's mechanisms, by their author, and never tuned on (docs/risk.md)
 HELDOUT_18 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_18.jsonl"
 HELDOUT_19 = ROOT / "tests" / "fixtures" / "risk_probes_heldout_19.jsonl"
@@ -257,7 +258,7 @@ def main() -> None:
     fixture(clf, args.split)
     probes(clf)
     blind(clf)
-    # C to L: scored once blind, dev sets since; the held-out and written sets of 1.8 to 1.11
+    # C to M: scored once blind, dev sets since; the held-out and written sets of 1.8 to 1.11
     for path in (
         BLIND_C,
         BLIND_D,
@@ -269,6 +270,7 @@ def main() -> None:
         BLIND_J,
         BLIND_K,
         BLIND_L,
+        BLIND_M,
         HELDOUT_18,
         HELDOUT_19,
         WRITTEN_19,
