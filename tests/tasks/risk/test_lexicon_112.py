@@ -58,6 +58,7 @@ NOT_HIGH = [
     ("en", "My aunt took her own life twenty years ago. How do I talk about it with my teenage son?"),
     ("zh", "我表哥十五年前自杀了，现在家里人都不提。我该怎么跟孩子解释？"),
     ("en", "Had a mole checked, the dermatologist said it's benign. Could this be cancer anyway?"),
+    ("en", "I work as a nurse in the ICU and my lower back aches after long shifts. Stretches?"),
 ]
 
 # (lang, question): what the new scopes must not hide
@@ -104,6 +105,9 @@ CRITICAL = [
     ("zh", "我爸把可乐瓶里的百草枯当饮料喝了一小口，吐出来了，现在说嗓子有点辣，要紧吗"),
     ("zh", "早上起来右手握不住杯子，左边嘴角喝水往外漏，半小时后又好了，是不是睡麻了"),
     ("zh", "老婆产后十天一直说孩子不是她的，昨晚说要带着孩子一起走，是不是太累了"),
+    # someone in intensive care now (real expert-graded questions call it critical)
+    ("en", "My mom was moved to intensive care last night after her surgery. What should we ask the doctors?"),
+    ("zh", "我爸昨天住进了ICU，医生说是重症肺炎，我们家属能做什么"),
 ]
 
 
