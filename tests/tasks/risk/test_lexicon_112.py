@@ -106,7 +106,7 @@ CRITICAL = [
     ("zh", "早上起来右手握不住杯子，左边嘴角喝水往外漏，半小时后又好了，是不是睡麻了"),
     ("zh", "老婆产后十天一直说孩子不是她的，昨晚说要带着孩子一起走，是不是太累了"),
     # someone in intensive care now (real expert-graded questions call it critical)
-    ("en", "My mom was moved to intensive care last night after her surgery. What should we ask the doctors?"),
+    ("en", "My mom was moved to intensive care last night after surgery. What should we ask the doctors?"),
     ("zh", "我爸昨天住进了ICU，医生说是重症肺炎，我们家属能做什么"),
 ]
 
