@@ -73,17 +73,25 @@ class TemporaryServer:
         self.warmer.start()
 
     def _warm(self, timeout_s: float = 120.0) -> None:
-        """Wait for /health, then make one read-only API request; any failure is left to wait()."""
+        """Wait for /health, then make one read-only API request (best effort: failures are wait()'s)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.process is not None and self.process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        with urllib.request.urlopen(f"{self.api_url}/admin/version", timeout=10):
-                            return
-            except (urllib.error.URLError, OSError):
-                pass
+            if self.healthy():
+                with (
+                    contextlib.suppress(urllib.error.URLError, OSError),
+                    urllib.request.urlopen(f"{self.api_url}/admin/version", timeout=10),
+                ):
+                    pass
+                return
             time.sleep(0.1)
+
+    def healthy(self) -> bool:
+        """Whether the server answers /health now."""
+        try:
+            with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
 
     @property
     def api_url(self) -> str:
@@ -112,12 +120,8 @@ class TemporaryServer:
                     f"the temporary Prefect server exited with code {code} while starting (its messages are "
                     "above); set PREFECT_API_URL to use a running server instead"
                 )
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if self.healthy():
+                return
             time.sleep(0.1)
         self.stop()
         raise ServerStartFailed(
